@@ -1,0 +1,24 @@
+# leadflow tasks. `just --list` shows them.
+
+export SQLX_OFFLINE := "true"
+
+# Run the service (intake + workers + operator API) on the private PostgreSQL unless DATABASE_URL is set
+run *ARGS:
+    cargo run --release -- {{ARGS}}
+
+# Run the whole test suite against a real PostgreSQL
+test *ARGS:
+    cargo test {{ARGS}}
+
+# Formatting and lints, as CI runs them
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# Apply database migrations and exit
+migrate:
+    cargo run --release -- migrate
+
+# What CI runs
+ci:
+    bash .ci/run

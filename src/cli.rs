@@ -1,0 +1,431 @@
+//! The `leadflow` command line: `serve` (the default), `worker`, `migrate`, `hooks` and
+//! `block`. Every command reaches the same database as the service: `DATABASE_URL`, or the
+//! private server of the data folder (started if needed, and stopped again only by the
+//! command that started it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::blocklist;
+use crate::config::{DbSettings, HttpSettings, WorkerSettings};
+use crate::db::Database;
+use crate::hooks;
+use crate::service::{self, Service};
+use crate::steps::{Engine, faults::Faults};
+use crate::validate::BlockKind;
+use crate::worker::Workers;
+use crate::workflow::Workflows;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leadflow",
+    version,
+    about = "Durable workflow worker for inbound leads: webhook intake, qualify, route, callback.",
+    long_about = "Durable workflow worker for inbound leads.\n\n\
+        With no command, runs `serve`: the intake API, the workers and the operator API in one \
+        process. With DATABASE_URL unset, a private PostgreSQL is started from the machine's \
+        server binaries, with its files under the data folder.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the intake API, the workers and the operator API in one process (the default).
+    Serve(ServeArgs),
+    /// Run workers only (several may run against one database).
+    Worker(WorkerArgs),
+    /// Apply database migrations, then exit.
+    Migrate(DbArgs),
+    /// Create and manage webhook hooks (each with its own bearer token).
+    Hooks(HooksArgs),
+    /// Manage the block list of phones and emails that are never called.
+    Block(BlockArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbSettings,
+    #[command(flatten)]
+    http: HttpSettings,
+    #[command(flatten)]
+    worker: WorkerSettings,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    db: DbSettings,
+    #[command(flatten)]
+    worker: WorkerSettings,
+}
+
+#[derive(Debug, Args)]
+struct DbArgs {
+    #[command(flatten)]
+    db: DbSettings,
+}
+
+#[derive(Debug, Args)]
+struct HooksArgs {
+    #[command(flatten)]
+    db: DbSettings,
+    #[command(subcommand)]
+    command: HooksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum HooksCommand {
+    /// Create a hook and print its URL and token. The token is shown only this once.
+    Create {
+        /// The hook's name; senders put it in the body's `hookName`.
+        #[arg(long)]
+        name: String,
+        /// The workflow its leads run through (a file in the workflows directory).
+        #[arg(long, default_value = "default")]
+        workflow: String,
+        /// Call leads back when the body has no `is_auto`.
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        auto_callback: OnOff,
+        /// Directory of workflow definitions, to check that the workflow exists.
+        #[arg(long, env = "LEADFLOW_WORKFLOWS_DIR", default_value = "workflows")]
+        workflows_dir: PathBuf,
+        #[command(flatten)]
+        url: PublicUrl,
+        /// Print JSON: {"name","url","token",…}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List hooks (never their tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a hook: its requests get 404 until it is enabled again.
+    Disable { name: String },
+    /// Enable a disabled hook.
+    Enable { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kind {
+    Phone,
+    Email,
+}
+
+impl From<Kind> for BlockKind {
+    fn from(k: Kind) -> BlockKind {
+        match k {
+            Kind::Phone => BlockKind::Phone,
+            Kind::Email => BlockKind::Email,
+        }
+    }
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Phone => "phone",
+            Kind::Email => "email",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+struct PublicUrl {
+    /// The URL senders reach this service at; defaults to http://<LEADFLOW_LISTEN>.
+    #[arg(long, env = "LEADFLOW_PUBLIC_URL")]
+    public_url: Option<String>,
+    #[arg(
+        long,
+        env = "LEADFLOW_LISTEN",
+        default_value = "127.0.0.1:8080",
+        hide = true
+    )]
+    listen: String,
+}
+
+impl PublicUrl {
+    fn base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct BlockArgs {
+    #[command(flatten)]
+    db: DbSettings,
+    #[command(subcommand)]
+    command: BlockCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BlockCommand {
+    /// Block a phone number (E.164, e.g. +14155550123) or an email address.
+    Add {
+        #[arg(value_enum)]
+        kind: Kind,
+        value: String,
+        /// Why it is blocked, for the next operator.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Remove an entry from the block list.
+    Remove {
+        #[arg(value_enum)]
+        kind: Kind,
+        value: String,
+    },
+    /// List the block list (values masked unless --reveal).
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Show full phone numbers and email addresses.
+        #[arg(long)]
+        reveal: bool,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Worker(args)) => worker(args).await,
+        Some(Command::Migrate(args)) => {
+            let db = open(&args.db).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            db.close().await?;
+            Ok(())
+        }
+        Some(Command::Hooks(args)) => with_db(&args.db, |pool| hooks_cmd(pool, args.command)).await,
+        Some(Command::Block(args)) => with_db(&args.db, |pool| block_cmd(pool, args.command)).await,
+    }
+}
+
+async fn open(settings: &DbSettings) -> Result<Database> {
+    Database::open(settings)
+        .await
+        .context("opening the database")
+}
+
+/// Runs a short command against a migrated database, then closes it (stopping the private
+/// server only if this command started it).
+async fn with_db<F, Fut>(settings: &DbSettings, f: F) -> Result<()>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let db = open(settings).await?;
+    db.migrate().await?;
+    let result = f(db.pool.clone()).await;
+    db.close().await?;
+    result
+}
+
+fn load_workflows(dir: &Path) -> Result<Arc<Workflows>> {
+    Ok(Arc::new(Workflows::load_dir(dir)?))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let workflows = load_workflows(&args.worker.workflows_dir)?;
+    let db = open(&args.db).await?;
+    db.migrate().await?;
+    let (token, file) = service::admin_token(args.http.admin_token.as_deref(), &args.db.data_dir)
+        .context("preparing the admin token")?;
+    if let Some(file) = file {
+        tracing::info!(file = %file.display(), "admin token (for operator routes) is kept in this file");
+    }
+    let svc = Service::start(
+        db.pool.clone(),
+        workflows,
+        &args.http,
+        &token,
+        Some(&args.worker),
+    )
+    .await
+    .with_context(|| format!("listening on {}", args.http.listen))?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests and steps");
+    let clean = svc.shutdown().await;
+    db.close().await?;
+    if clean {
+        Ok(())
+    } else {
+        anyhow::bail!("shutdown deadline passed with work in flight")
+    }
+}
+
+async fn worker(args: WorkerArgs) -> Result<()> {
+    let workflows = load_workflows(&args.worker.workflows_dir)?;
+    let db = open(&args.db).await?;
+    db.migrate().await?;
+    let engine = Arc::new(Engine {
+        pool: db.pool.clone(),
+        workflows,
+        faults: Faults::default(),
+    });
+    let workers = Workers::spawn(engine, &args.worker);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight steps");
+    let clean = workers.shutdown().await;
+    db.close().await?;
+    if clean {
+        Ok(())
+    } else {
+        anyhow::bail!("shutdown deadline passed with steps in flight")
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM handler unavailable; waiting for Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn hooks_cmd(pool: sqlx::PgPool, cmd: HooksCommand) -> Result<()> {
+    match cmd {
+        HooksCommand::Create {
+            name,
+            workflow,
+            auto_callback,
+            workflows_dir,
+            url,
+            json,
+        } => {
+            let workflows = load_workflows(&workflows_dir)?;
+            if workflows.get(&workflow).is_none() {
+                let known: Vec<&str> = workflows.names().collect();
+                anyhow::bail!(
+                    "no workflow {workflow:?} in {} (known: {})",
+                    workflows_dir.display(),
+                    known.join(", ")
+                );
+            }
+            let created = hooks::create(
+                &pool,
+                &name,
+                &workflow,
+                auto_callback == OnOff::On,
+                &url.base(),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!(
+                    "Created hook {} (workflow {}, auto-callback {})",
+                    created.name,
+                    created.workflow,
+                    if created.auto_callback { "on" } else { "off" }
+                );
+                println!("URL:   {}", created.url);
+                println!("Token: {}", created.token);
+                println!("The token is shown only now: store it in the sender's settings.");
+            }
+        }
+        HooksCommand::List { json } => {
+            let all = hooks::list(&pool).await?;
+            if json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|h| serde_json::json!({"name": h.name, "workflow": h.workflow, "auto_callback": h.auto_callback, "active": h.active}))
+                    .collect();
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<24} {:<16} {:<13} ACTIVE",
+                    "NAME", "WORKFLOW", "AUTO-CALLBACK"
+                );
+                for h in all {
+                    println!(
+                        "{:<24} {:<16} {:<13} {}",
+                        h.name,
+                        h.workflow,
+                        if h.auto_callback { "on" } else { "off" },
+                        if h.active { "yes" } else { "no" }
+                    );
+                }
+            }
+        }
+        HooksCommand::Disable { name } => {
+            hooks::set_active(&pool, &name, false).await?;
+            println!("hook {name} disabled");
+        }
+        HooksCommand::Enable { name } => {
+            hooks::set_active(&pool, &name, true).await?;
+            println!("hook {name} enabled");
+        }
+    }
+    Ok(())
+}
+
+async fn block_cmd(pool: sqlx::PgPool, cmd: BlockCommand) -> Result<()> {
+    match cmd {
+        BlockCommand::Add { kind, value, note } => {
+            let stored = blocklist::add(&pool, kind.into(), &value, note.as_deref()).await?;
+            println!("blocked {} {}", kind.as_str(), stored);
+        }
+        BlockCommand::Remove { kind, value } => {
+            let removed = blocklist::remove(&pool, kind.into(), &value).await?;
+            println!(
+                "{} {} {}",
+                if removed {
+                    "unblocked"
+                } else {
+                    "was not blocked:"
+                },
+                kind.as_str(),
+                value
+            );
+        }
+        BlockCommand::List { json, reveal } => {
+            let mut entries = blocklist::list(&pool).await?;
+            if !reveal {
+                entries = entries.into_iter().map(blocklist::Entry::masked).collect();
+            }
+            if json {
+                println!("{}", serde_json::to_string(&entries)?);
+            } else {
+                println!("{:<6} {:<32} NOTE", "KIND", "VALUE");
+                for e in entries {
+                    println!(
+                        "{:<6} {:<32} {}",
+                        e.kind,
+                        e.value,
+                        e.note.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The database: which server (DATABASE_URL or the private embedded one), the pool, the
+//! migrations, and how to tell "the database is unavailable" from other errors.
+
+mod at;
+pub mod embedded;
+
+pub use at::At;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DbSettings;
+use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
+
+/// The application database's name on the private server.
+pub const EMBEDDED_DATABASE: &str = "leadflow";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    #[error("connecting to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("running apalis migrations: {0}")]
+    ApalisMigrate(#[source] apalis_postgres::Error),
+    #[error("running leadflow migrations: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// An open database: the pool, and the private server if this process uses one.
+pub struct Database {
+    pub pool: PgPool,
+    /// The URL the pool connects to (for sibling tools such as a LISTEN connection).
+    pub url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to `DATABASE_URL`, or starts (or reuses) the private server.
+    pub async fn open(settings: &DbSettings) -> Result<Database, DbError> {
+        let (url, embedded) = match &settings.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                    data_dir: settings.data_dir.clone(),
+                    fast_unsafe: false,
+                })
+                .await?;
+                tracing::info!(
+                    cluster = %pg.cluster_dir().display(),
+                    started_here = pg.started_here(),
+                    "using the private PostgreSQL"
+                );
+                (pg.url(EMBEDDED_DATABASE), Some(pg))
+            }
+        };
+        let pool = connect(&url, settings.pool_max, settings.acquire_timeout()).await?;
+        Ok(Database {
+            pool,
+            url,
+            embedded,
+        })
+    }
+
+    /// Applies apalis's schema, then leadflow's. Both take an advisory lock, so concurrent
+    /// starters are safe.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        migrate(&self.pool).await
+    }
+
+    /// Closes the pool, and stops the private server if this process started it.
+    pub async fn close(self) -> Result<(), DbError> {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(max.max(2))
+        .acquire_timeout(acquire_timeout)
+        .connect(url)
+        .await
+        .map_err(DbError::Connect)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    apalis_postgres::PostgresStorage::setup(pool)
+        .await
+        .map_err(DbError::ApalisMigrate)?;
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .map_err(DbError::Migrate)
+}
+
+/// True when an error means "the database cannot be reached right now" (callers answer 503
+/// and retry later), as opposed to a fault in the query or the data.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P0x: admin shutdown, crash shutdown, cannot connect
+            // now; 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// True when an error is a unique-constraint violation (SQLSTATE 23505).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}

@@ -1,0 +1,192 @@
+//! `POST /v1/webhooks/inbound`: the HTTP edge where a lead enters.
+//!
+//! The checks run in the contract's order and the first failure answers: 401 token, 415
+//! content type, 413 size, 400 parse, 404 hook, 403 token of another hook, 422 fields. A
+//! request that gets past authentication is written to the webhook log whatever happens;
+//! one that gets to validation is stored as a lead (a 422 stores it `rejected`, so an
+//! operator can replay it), in the one transaction of [`store`].
+
+pub mod parse;
+mod request;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{Body, IntoResponse, Request, Response, handler};
+use sqlx::PgPool;
+
+use crate::hooks::{self, Hook};
+use crate::reply::ApiError;
+use crate::validate::{self, Policy};
+use crate::workflow::Workflows;
+pub use request::RequestMeta;
+use store::LogEntry;
+
+/// What the intake route needs, shared across requests.
+pub struct Intake {
+    pub pool: PgPool,
+    pub workflows: Arc<Workflows>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[handler]
+pub async fn inbound(req: &Request, body: Body, intake: Data<&Arc<Intake>>) -> Response {
+    let meta = RequestMeta::from_request(req);
+    // A bounded answer even when the database hangs: the sender retries a 503.
+    match tokio::time::timeout(intake.request_timeout, handle(&intake, &meta, body)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(err)) => err.into_response(),
+        Err(_) => ApiError::unavailable().into_response(),
+    }
+}
+
+async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Response, ApiError> {
+    let pool = &intake.pool;
+    let reject = |hook, body, err| reject(pool, meta, hook, body, err);
+
+    // 1. 401: the token names the hook.
+    let Some(token) = meta.bearer.as_deref() else {
+        return reject(None, None, ApiError::unauthorized("Missing bearer token")).await;
+    };
+    let token_hook = match hooks::find_by_token(pool, token).await {
+        Ok(Some(hook)) => hook,
+        Ok(None) => return reject(None, None, ApiError::unauthorized("Invalid token")).await,
+        Err(e) => return Err(ApiError::from_db(&e)),
+    };
+
+    // 2. 415, 3. 413, 4. 400.
+    let kind = match parse::body_kind(meta.content_type.as_deref()) {
+        Ok(kind) => kind,
+        Err(e) => return reject(Some(&token_hook), None, parse_error(e)).await,
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            format!("The body exceeds {} bytes", intake.max_body_bytes),
+        )
+    };
+    if meta
+        .content_length
+        .is_some_and(|n| n > intake.max_body_bytes as u64)
+    {
+        return reject(Some(&token_hook), None, too_large()).await;
+    }
+    let bytes = match body.into_bytes_limit(intake.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return reject(Some(&token_hook), None, too_large()).await;
+        }
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "Could not read the body: {e}"
+            )));
+        }
+    };
+    let parsed = match parse::parse(&kind, bytes.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => return reject(Some(&token_hook), Some(&bytes), parse_error(e)).await,
+    };
+
+    // 5. 404, 6. 403: the body's hookName must name the token's own, active hook.
+    let claimed = parsed.submission.hook_name.as_deref().map(str::trim);
+    let hook = match resolve_hook(pool, token_hook, claimed).await {
+        Ok(hook) => hook,
+        Err((hook, err)) => return reject(hook.as_ref(), Some(&bytes), err).await,
+    };
+
+    // 7. 422, or accept.
+    let workflow = intake.workflows.get(&hook.workflow);
+    if workflow.is_none() {
+        // Accept anyway: the lead is kept and its qualify step retries until the workflow
+        // is deployed, rather than the sender's data being lost.
+        tracing::warn!(hook = %hook.name, workflow = %hook.workflow, "hook's workflow is not loaded");
+    }
+    let policy = Policy {
+        allowed_countries: workflow.and_then(|w| w.allowed_countries.clone()),
+    };
+    let verdict = match parsed.type_errors.first() {
+        Some(field) => Err(validate::wrong_type(field)),
+        None => validate::validate(&parsed.submission, &policy),
+    };
+    let max_attempts = workflow.map(|w| w.retry.max_attempts).unwrap_or(5);
+    let input = store::Submitted {
+        hook: &hook,
+        meta,
+        body: &bytes,
+        submission: &parsed.submission,
+        verdict,
+        max_attempts,
+    };
+    Ok(store::submit(pool, input).await?)
+}
+
+/// Answers with `err` after writing the request to the webhook log.
+async fn reject(
+    pool: &PgPool,
+    meta: &RequestMeta,
+    hook: Option<&Hook>,
+    body: Option<&[u8]>,
+    err: ApiError,
+) -> Result<Response, ApiError> {
+    store::log_only(pool, LogEntry::rejected(hook, meta, body, &err)).await;
+    Err(err)
+}
+
+fn parse_error(e: parse::ParseError) -> ApiError {
+    match e {
+        parse::ParseError::UnsupportedContentType(ct) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported content type",
+            format!(
+                "Expected application/json, application/x-www-form-urlencoded or multipart/form-data; got {}",
+                if ct.is_empty() { "none" } else { ct.as_str() }
+            ),
+        ),
+        parse::ParseError::Malformed(why) => ApiError::bad_request(why),
+    }
+}
+
+/// Applies the 404 and 403 rules. An absent hookName falls back to the token's hook (the
+/// missing field is then a 422 from validation).
+async fn resolve_hook(
+    pool: &PgPool,
+    token_hook: Hook,
+    claimed: Option<&str>,
+) -> Result<Hook, (Option<Hook>, ApiError)> {
+    let inactive =
+        |name: &str| ApiError::not_found(format!("Hook {name:?} is unknown or inactive"));
+    match claimed {
+        None | Some("") => {
+            if token_hook.active {
+                Ok(token_hook)
+            } else {
+                let err = inactive(&token_hook.name);
+                Err((Some(token_hook), err))
+            }
+        }
+        Some(name) if name == token_hook.name => {
+            if token_hook.active {
+                Ok(token_hook)
+            } else {
+                Err((Some(token_hook), inactive(name)))
+            }
+        }
+        Some(name) => match hooks::find_by_name(pool, name).await {
+            Ok(Some(other)) if other.active => Err((
+                Some(token_hook),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!("This token does not belong to hook {name:?}"),
+                ),
+            )),
+            Ok(_) => Err((Some(token_hook), inactive(name))),
+            Err(e) => Err((None, ApiError::from_db(&e))),
+        },
+    }
+}

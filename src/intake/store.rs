@@ -1,0 +1,443 @@
+//! The one intake transaction: idempotency key, webhook log, lead, run, the validate step and
+//! the first worker job commit together, and only then does the sender get its answer. A
+//! crash before the commit leaves nothing (the sender got no 2xx and retries); after it,
+//! nothing can be lost.
+
+use poem::Response;
+use poem::http::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::RequestMeta;
+use super::parse;
+use crate::hooks::Hook;
+use crate::lead::{RunStatus, Step, Submission};
+use crate::queue::StepJob;
+use crate::reply::{self, ApiError};
+use crate::steps;
+use crate::timeline;
+use crate::validate::{self, BlockKind, Rejection, ValidLead};
+
+/// A webhook-log row for a request that ends before the lead transaction.
+pub struct LogEntry<'a> {
+    hook: Option<&'a Hook>,
+    meta: &'a RequestMeta,
+    body: Option<&'a [u8]>,
+    status: u16,
+    outcome: &'static str,
+    reason: String,
+}
+
+impl<'a> LogEntry<'a> {
+    pub fn rejected(
+        hook: Option<&'a Hook>,
+        meta: &'a RequestMeta,
+        body: Option<&'a [u8]>,
+        err: &ApiError,
+    ) -> Self {
+        LogEntry {
+            hook,
+            meta,
+            // Bodies of unauthenticated requests are not kept: anyone can send them.
+            body: hook.and(body),
+            status: err.code.as_u16(),
+            outcome: if err.code.is_server_error() {
+                "error"
+            } else {
+                "rejected"
+            },
+            reason: err.details.clone(),
+        }
+    }
+}
+
+/// Writes a webhook-log row on its own. A failure is logged, not returned: the caller is
+/// already answering with an error of its own.
+pub async fn log_only(pool: &PgPool, entry: LogEntry<'_>) {
+    let result = async {
+        let mut conn = pool.acquire().await?;
+        insert_log(&mut conn, &entry, None).await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, status = entry.status, "could not write the webhook log");
+    }
+}
+
+async fn insert_log(
+    conn: &mut PgConnection,
+    entry: &LogEntry<'_>,
+    lead_id: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    let body_size = entry
+        .meta
+        .content_length
+        .or(entry.body.map(|b| b.len() as u64))
+        .unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO webhook_log (hook_id, hook_name, content_type, body_size, body, headers, \
+                                  status_code, outcome, reason, lead_id, idempotency_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(entry.hook.map(|h| h.id))
+    .bind(entry.hook.map(|h| h.name.as_str()))
+    .bind(entry.meta.content_type.as_deref())
+    .bind(i64::try_from(body_size).unwrap_or(i64::MAX))
+    .bind(entry.body)
+    .bind(&entry.meta.headers)
+    .bind(entry.status as i16)
+    .bind(entry.outcome)
+    .bind(&entry.reason)
+    .bind(lead_id)
+    .bind(entry.meta.idempotency_key.as_deref())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A parsed, authenticated submission with its validation verdict.
+pub struct Submitted<'a> {
+    pub hook: &'a Hook,
+    pub meta: &'a RequestMeta,
+    pub body: &'a [u8],
+    pub submission: &'a Submission,
+    pub verdict: Result<ValidLead, Rejection>,
+    pub max_attempts: u32,
+}
+
+/// Stores the submission and answers it: 200 accepted, 422 rejected (lead kept), or the
+/// stored answer of an earlier request with the same idempotency key.
+pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, StoreError> {
+    let mut tx = pool.begin().await?;
+    let request_hash: [u8; 32] = Sha256::digest(parse::canonical(input.submission)).into();
+    if let Some(key) = input.meta.idempotency_key.as_deref()
+        && let Some(earlier) = claim_key(&mut tx, input.hook.id, key, &request_hash).await?
+    {
+        let (resp, entry) = earlier.answer(&input);
+        insert_log(&mut tx, &entry, earlier.lead_id).await?;
+        tx.commit().await?;
+        return Ok(resp);
+    }
+
+    let verdict = match &input.verdict {
+        Ok(valid) => match blocked(&mut tx, valid).await? {
+            Some(kind) => Err(validate::blocked(kind)),
+            None => Ok(valid.clone()),
+        },
+        Err(rejection) => Err(rejection.clone()),
+    };
+    let lead_id = Uuid::now_v7();
+    let run_id = Uuid::now_v7();
+    insert_lead(&mut tx, &input, lead_id, verdict.as_ref().ok()).await?;
+    let (status, reason) = match &verdict {
+        Ok(_) => (RunStatus::Running, None),
+        Err(r) => (RunStatus::Rejected, Some(r.details.as_str())),
+    };
+    sqlx::query(
+        "INSERT INTO runs (id, lead_id, workflow, status, reason) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(run_id)
+    .bind(lead_id)
+    .bind(&input.hook.workflow)
+    .bind(status.as_str())
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    record_validation(&mut tx, &input, lead_id, run_id, &verdict).await?;
+
+    let (code, body, outcome, log_reason) = match &verdict {
+        Ok(valid) => {
+            steps::enqueue(
+                &mut tx,
+                Step::Qualify,
+                StepJob { run_id, n: 1 },
+                None,
+                input.max_attempts,
+            )
+            .await?;
+            let auto = valid.is_auto.unwrap_or(input.hook.auto_callback);
+            let body = json!({
+                "status": "success",
+                "message": "Webhook data captured successfully",
+                "auto_callback": if auto { "initiated" } else { "disabled" },
+                "lead_id": lead_id,
+            });
+            (StatusCode::OK, body, "accepted", String::new())
+        }
+        Err(r) => {
+            let err = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                r.message.clone(),
+                r.details.clone(),
+            );
+            let body = serde_json::to_value(&err).unwrap_or(Value::Null);
+            (
+                err.code,
+                body,
+                "rejected",
+                format!("{}: {}", r.reason, r.details),
+            )
+        }
+    };
+    let entry = LogEntry {
+        hook: Some(input.hook),
+        meta: input.meta,
+        body: Some(input.body),
+        status: code.as_u16(),
+        outcome,
+        reason: log_reason,
+    };
+    insert_log(&mut tx, &entry, Some(lead_id)).await?;
+    if let Some(key) = input.meta.idempotency_key.as_deref() {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = $3, response = $4, lead_id = $5 \
+             WHERE hook_id = $1 AND key = $2",
+        )
+        .bind(input.hook.id)
+        .bind(key)
+        .bind(code.as_u16() as i16)
+        .bind(&body)
+        .bind(lead_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(reply::json(code, &body))
+}
+
+/// The answer stored under an idempotency key by an earlier request.
+struct Earlier {
+    same_request: bool,
+    status: Option<i16>,
+    response: Option<Value>,
+    lead_id: Option<Uuid>,
+}
+
+impl Earlier {
+    fn answer<'a>(&self, input: &Submitted<'a>) -> (Response, LogEntry<'a>) {
+        let (code, body) = match (&self.status, &self.response, self.same_request) {
+            (Some(code), Some(body), true) => (
+                StatusCode::from_u16(*code as u16).unwrap_or(StatusCode::OK),
+                body.clone(),
+            ),
+            _ => {
+                let err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Idempotency key reused",
+                    "This Idempotency-Key was already used with a different request body",
+                );
+                (err.code, serde_json::to_value(&err).unwrap_or(Value::Null))
+            }
+        };
+        let entry = LogEntry {
+            hook: Some(input.hook),
+            meta: input.meta,
+            body: Some(input.body),
+            status: code.as_u16(),
+            outcome: if self.same_request {
+                "duplicate"
+            } else {
+                "rejected"
+            },
+            reason: if self.same_request {
+                "repeated idempotency key: original answer replayed".to_owned()
+            } else {
+                "idempotency key reused with a different body".to_owned()
+            },
+        };
+        (reply::json(code, &body), entry)
+    }
+}
+
+/// Claims an idempotency key for this request, or returns what an earlier request stored.
+/// A concurrent request with the same key waits on the row until the first one commits,
+/// so twenty simultaneous duplicates make one lead.
+async fn claim_key(
+    conn: &mut PgConnection,
+    hook_id: i64,
+    key: &str,
+    request_hash: &[u8; 32],
+) -> Result<Option<Earlier>, sqlx::Error> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (hook_id, key, request_hash) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(hook_id)
+    .bind(key)
+    .bind(&request_hash[..])
+    .execute(&mut *conn)
+    .await?;
+    if claimed.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT request_hash, status_code, response, lead_id FROM idempotency_keys \
+         WHERE hook_id = $1 AND key = $2",
+    )
+    .bind(hook_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|row| Earlier {
+        same_request: row.request_hash == request_hash[..],
+        status: row.status_code,
+        response: row.response,
+        lead_id: row.lead_id,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    request_hash: Vec<u8>,
+    status_code: Option<i16>,
+    response: Option<Value>,
+    lead_id: Option<Uuid>,
+}
+
+async fn blocked(
+    conn: &mut PgConnection,
+    lead: &ValidLead,
+) -> Result<Option<BlockKind>, sqlx::Error> {
+    let kind: Option<(String,)> = sqlx::query_as(
+        "SELECT kind FROM blocklist \
+         WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
+         ORDER BY kind DESC LIMIT 1",
+    )
+    .bind(&lead.phone.e164)
+    .bind(lead.email.as_deref())
+    .fetch_optional(conn)
+    .await?;
+    Ok(kind.map(|(k,)| {
+        if k == "phone" {
+            BlockKind::Phone
+        } else {
+            BlockKind::Email
+        }
+    }))
+}
+
+async fn insert_lead(
+    conn: &mut PgConnection,
+    input: &Submitted<'_>,
+    lead_id: Uuid,
+    valid: Option<&ValidLead>,
+) -> Result<(), sqlx::Error> {
+    let sub = input.submission;
+    let auto = valid
+        .and_then(|v| v.is_auto)
+        .unwrap_or(input.hook.auto_callback);
+    let submission = serde_json::to_value(sub).unwrap_or(Value::Null);
+    sqlx::query(
+        "INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
+                            phone_region, email, company, auto_callback) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(lead_id)
+    .bind(input.hook.id)
+    .bind(&input.hook.workflow)
+    .bind(valid.is_some())
+    .bind(submission)
+    .bind(sub.name.as_deref().map(str::trim))
+    .bind(valid.map(|v| v.phone.e164.as_str()))
+    .bind(valid.and_then(|v| v.phone.region.as_deref()))
+    .bind(
+        valid
+            .and_then(|v| v.email.as_deref())
+            .or(sub.email.as_deref()),
+    )
+    .bind(sub.company_name.as_deref().map(str::trim))
+    .bind(auto)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The validate step, recorded as the run's first step, with its timeline events.
+async fn record_validation(
+    conn: &mut PgConnection,
+    input: &Submitted<'_>,
+    lead_id: Uuid,
+    run_id: Uuid,
+    verdict: &Result<ValidLead, Rejection>,
+) -> Result<(), sqlx::Error> {
+    let (status, output, error, event) = match verdict {
+        Ok(v) => (
+            "ok",
+            Some(json!({
+                "phone_region": v.phone.region,
+                "phone_type": v.phone.number_type,
+                "is_auto": v.is_auto,
+            })),
+            None,
+            ("validated", json!({ "phone_region": v.phone.region })),
+        ),
+        Err(r) => (
+            "failed",
+            None,
+            Some(format!("{}: {}", r.field, r.details)),
+            (
+                "rejected",
+                json!({ "field": r.field, "reason": r.reason, "details": r.details }),
+            ),
+        ),
+    };
+    sqlx::query(
+        "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, finished_at, output, error) \
+         VALUES ($1, 'validate', 1, $2, 1, 1, now(), now(), $3, $4)",
+    )
+    .bind(run_id)
+    .bind(status)
+    .bind(output)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    let received = json!({
+        "hook": input.hook.name,
+        "content_type": input.meta.content_type,
+        "bytes": input.body.len(),
+    });
+    timeline::record(
+        conn,
+        lead_id,
+        Some(run_id),
+        "received",
+        timeline::SYSTEM,
+        received,
+    )
+    .await?;
+    timeline::record(
+        conn,
+        lead_id,
+        Some(run_id),
+        event.0,
+        timeline::SYSTEM,
+        event.1,
+    )
+    .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("enqueueing the first step: {0}")]
+    Enqueue(#[from] steps::StepError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let db = match &e {
+            StoreError::Db(db) => Some(db),
+            StoreError::Enqueue(step) => step.db_error(),
+        };
+        match db {
+            Some(db) => ApiError::from_db(db),
+            None => {
+                tracing::error!(error = %e, "intake transaction failed");
+                ApiError::internal("The lead could not be stored; it has been logged")
+            }
+        }
+    }
+}

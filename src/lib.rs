@@ -1,0 +1,27 @@
+//! leadflow: a durable workflow worker for inbound leads.
+//!
+//! A lead enters through the intake webhook ([`intake`]), is validated inline
+//! ([`validate`]), stored with its run and first job in one transaction, then qualified and
+//! routed by apalis workers ([`steps`], [`worker`]) according to the TOML workflows
+//! ([`workflow`]). Operators read it back through [`operator`].
+
+pub mod blocklist;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod hooks;
+pub mod intake;
+pub mod lead;
+pub mod operator;
+pub mod phone;
+pub mod queue;
+pub mod reply;
+pub mod retry;
+pub mod server;
+pub mod service;
+pub mod steps;
+pub mod telemetry;
+pub mod timeline;
+pub mod validate;
+pub mod worker;
+pub mod workflow;

@@ -1,0 +1,171 @@
+//! The job queues on `apalis.jobs`: one named queue per worker step, transactional enqueue,
+//! and the wake-up strategy that makes idle workers pick up jobs promptly.
+//!
+//! Two apalis 1.0 traits shape this file (see DESIGN.md): a queue's default name is a Rust
+//! type path, so every queue is named here explicitly; and the built-in interval strategy can
+//! stall until the 30 s heartbeat, so [`Wakeup`] re-arms its own timer and also listens for
+//! the insert notifications that apalis's trigger sends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis::prelude::{PollSnapshot, PollStrategy, TaskBuilder, TaskId};
+use apalis_postgres::{PgTask, Pubsub};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use tokio::time::{Instant, Sleep};
+use ulid::Ulid;
+use uuid::Uuid;
+
+use crate::lead::Step;
+
+/// The apalis queue (its `job_type`) that runs a step. `validate` runs inline at intake.
+pub fn queue_name(step: Step) -> &'static str {
+    match step {
+        Step::Validate => "leadflow.validate",
+        Step::Qualify => "leadflow.qualify",
+        Step::Route => "leadflow.route",
+        Step::Callback => "leadflow.callback",
+    }
+}
+
+/// The steps that run on workers, each on its own queue.
+pub const WORKER_STEPS: [Step; 3] = [Step::Qualify, Step::Route, Step::Callback];
+
+/// A step job's arguments: which run, and which execution of the step in that run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepJob {
+    pub run_id: Uuid,
+    /// Counts this step's executions within the run (1 for the first). Part of the job's
+    /// idempotency key, so a second callback attempt never collides with the first.
+    pub n: i32,
+}
+
+impl StepJob {
+    /// `run:{run_id}:{step}:{n}`: apalis keeps keys in a unique index forever, so the key
+    /// must name the run and the execution, not just the lead and the step.
+    pub fn idempotency_key(&self, step: Step) -> String {
+        format!("run:{}:{}:{}", self.run_id, step, self.n)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("encoding the {step} job of run {run_id}: {source}")]
+    Encode {
+        step: Step,
+        run_id: Uuid,
+        source: serde_json::Error,
+    },
+    #[error("pushing the {step} job of run {run_id}: {source}")]
+    Push {
+        step: Step,
+        run_id: Uuid,
+        source: apalis_postgres::Error,
+    },
+}
+
+/// Enqueue a step job on the caller's connection, so that it commits or rolls back with the
+/// caller's own writes. Returns the job id. `run_at` of `None` means now.
+pub async fn push_step(
+    conn: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    run_at: Option<jiff::Timestamp>,
+    max_attempts: u32,
+) -> Result<String, QueueError> {
+    let args = serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
+        step,
+        run_id: job.run_id,
+        source,
+    })?;
+    let id = Ulid::generate();
+    let mut builder = TaskBuilder::new(args)
+        .task_id(TaskId::from_ulid(id))
+        .idempotency_key(job.idempotency_key(step))
+        .max_attempts(max_attempts.max(1) as usize);
+    if let Some(at) = run_at {
+        // apalis stores whole seconds; round up so a job never runs before its time.
+        let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
+        builder = builder.run_at_timestamp(secs.max(0) as u64);
+    }
+    let task: PgTask = builder.build();
+    apalis_postgres::queries::push_tasks(conn, queue_name(step), vec![task])
+        .await
+        .map_err(|source| QueueError::Push {
+            step,
+            run_id: job.run_id,
+            source,
+        })?;
+    Ok(id.to_string())
+}
+
+/// Wakes an idle worker when a job is inserted (LISTEN/NOTIFY, milliseconds) and on a timer
+/// (for delayed jobs, which the insert trigger does not announce). If the listener's
+/// connection ends (a database restart), it is re-opened on a later timer tick; the timer
+/// alone keeps the worker going meanwhile.
+pub struct Wakeup {
+    interval: Duration,
+    sleep: Pin<Box<Sleep>>,
+    pool: PgPool,
+    queue: String,
+    listener: Option<Pubsub>,
+    reconnect_at: Option<Instant>,
+}
+
+impl Wakeup {
+    pub fn new(pool: PgPool, queue: &str, interval: Duration) -> Self {
+        Wakeup {
+            interval,
+            sleep: Box::pin(tokio::time::sleep(interval)),
+            listener: Some(Pubsub::new(pool.clone(), queue.to_owned())),
+            pool,
+            queue: queue.to_owned(),
+            reconnect_at: None,
+        }
+    }
+
+    /// Drains the listener; `true` if it announced at least one job.
+    fn poll_listener(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut woke = false;
+        while let Some(listener) = self.listener.as_mut() {
+            match listener.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(_))) => woke = true,
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(queue = %self.queue, error = %e, "job listener error");
+                }
+                Poll::Ready(None) => {
+                    tracing::warn!(queue = %self.queue, "job listener closed; polling only until it reconnects");
+                    self.listener = None;
+                    self.reconnect_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+                Poll::Pending => break,
+            }
+        }
+        woke
+    }
+}
+
+impl PollStrategy for Wakeup {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        let mut woke = self.poll_listener(cx);
+        // Re-arm and poll again until pending, so the timer always holds a waker.
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            woke = true;
+            let next = Instant::now() + self.interval;
+            self.sleep.as_mut().reset(next);
+            if self.listener.is_none() && self.reconnect_at.is_some_and(|t| Instant::now() >= t) {
+                self.listener = Some(Pubsub::new(self.pool.clone(), self.queue.clone()));
+                self.reconnect_at = None;
+                woke |= self.poll_listener(cx);
+            }
+        }
+        if woke {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}

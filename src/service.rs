@@ -1,0 +1,141 @@
+//! One running leadflow: the HTTP server and, optionally, the workers, over one pool. `serve`
+//! runs it until a signal; tests run it in-process on a free port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{HttpSettings, WorkerSettings};
+use crate::intake::Intake;
+use crate::operator::api::AdminToken;
+use crate::server::{self, AppState};
+use crate::steps::{Engine, faults::Faults};
+use crate::worker::Workers;
+use crate::workflow::Workflows;
+
+pub struct Service {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    workers: Option<Workers>,
+    http: JoinHandle<io::Result<()>>,
+    stop_http: oneshot::Sender<()>,
+}
+
+impl Service {
+    pub async fn start(
+        pool: PgPool,
+        workflows: Arc<Workflows>,
+        http: &HttpSettings,
+        admin_token: &str,
+        workers: Option<&WorkerSettings>,
+    ) -> io::Result<Service> {
+        let engine = Arc::new(Engine {
+            pool: pool.clone(),
+            workflows: workflows.clone(),
+            faults: Faults::default(),
+        });
+        let intake = Arc::new(Intake {
+            pool: pool.clone(),
+            workflows,
+            max_body_bytes: http.max_body_bytes,
+            request_timeout: http.request_timeout(),
+        });
+        let app = server::app(AppState {
+            pool,
+            intake,
+            admin: Arc::new(AdminToken::new(admin_token)),
+        });
+        let acceptor = TcpListener::bind(http.listen).into_acceptor().await?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(http.listen);
+        let (stop_http, stopped) = oneshot::channel::<()>();
+        let grace = http.request_timeout();
+        let handle = tokio::spawn(async move {
+            Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    app,
+                    async {
+                        let _ = stopped.await;
+                    },
+                    Some(grace),
+                )
+                .await
+        });
+        let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
+        tracing::info!(%addr, workers = workers.is_some(), "leadflow is listening");
+        Ok(Service {
+            addr,
+            engine,
+            workers,
+            http: handle,
+            stop_http,
+        })
+    }
+
+    /// Stops taking requests, lets in-flight ones and in-flight steps finish, then returns.
+    /// `true` when everything finished within its deadline.
+    pub async fn shutdown(self) -> bool {
+        let _ = self.stop_http.send(());
+        let http_ok = matches!(self.http.await, Ok(Ok(())));
+        let workers_ok = match self.workers {
+            Some(w) => w.shutdown().await,
+            None => true,
+        };
+        http_ok && workers_ok
+    }
+
+    /// Ends the workers as a crash would (see [`Workers::abort`]); the HTTP side stops too.
+    pub fn abort(self) {
+        if let Some(w) = self.workers {
+            w.abort();
+        }
+        self.http.abort();
+    }
+}
+
+/// The admin token: `LEADFLOW_ADMIN_TOKEN` when set; otherwise the one kept in
+/// `<data dir>/admin-token`, generated (mode 0600) at first start. Returns the file when one
+/// is used, so start-up can say where it is.
+pub fn admin_token(
+    setting: Option<&str>,
+    data_dir: &Path,
+) -> io::Result<(String, Option<PathBuf>)> {
+    if let Some(token) = setting.map(str::trim).filter(|t| !t.is_empty()) {
+        return Ok((token.to_owned(), None));
+    }
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(existing) if !existing.trim().is_empty() => {
+            return Ok((existing.trim().to_owned(), Some(path)));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let token = crate::hooks::new_token();
+    write_private(&path, &token)?;
+    Ok((token, Some(path)))
+}
+
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
+}

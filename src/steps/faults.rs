@@ -1,0 +1,62 @@
+//! Fault switches for tests that need a step to fail or hang on purpose ("fail the next two
+//! runs of qualify", "hang the next route as a crashed process would"). Off unless a test sets
+//! them through the library API; nothing in production configuration reaches them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::StepError;
+use crate::lead::Step;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Fault {
+    Fail,
+    Hang,
+}
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    remaining: Mutex<HashMap<(Step, Fault), u32>>,
+}
+
+impl Faults {
+    /// Makes the next `times` executions of `step` fail with a transient error.
+    pub fn fail_next(&self, step: Step, times: u32) {
+        self.set(step, Fault::Fail, times);
+    }
+
+    /// Makes the next `times` executions of `step` never finish, like a process that died
+    /// mid-step: the job stays claimed until its worker is gone and it is rescued.
+    pub fn hang_next(&self, step: Step, times: u32) {
+        self.set(step, Fault::Hang, times);
+    }
+
+    fn set(&self, step: Step, fault: Fault, times: u32) {
+        if let Ok(mut map) = self.remaining.lock() {
+            map.insert((step, fault), times);
+        }
+    }
+
+    fn take(&self, step: Step, fault: Fault) -> bool {
+        let Ok(mut map) = self.remaining.lock() else {
+            return false;
+        };
+        match map.get_mut(&(step, fault)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) async fn check(&self, step: Step) -> Result<(), StepError> {
+        if self.take(step, Fault::Hang) {
+            std::future::pending::<()>().await;
+        }
+        if self.take(step, Fault::Fail) {
+            return Err(StepError::Injected(step));
+        }
+        Ok(())
+    }
+}

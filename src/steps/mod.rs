@@ -1,0 +1,408 @@
+//! The lead graph's worker steps and the one runner they share.
+//!
+//! A step job is executed in one transaction: lock the step row, skip it if a previous
+//! delivery already applied it (apalis may deliver a job again after a crash), decide, then
+//! record the output, move the run, and enqueue the next step — all committed together, so the
+//! graph never forks or stalls. A failure is recorded in its own transaction with the next
+//! attempt time, which is also written to the job's `run_at`: retries survive restarts.
+
+mod context;
+pub mod faults;
+mod qualify;
+mod route;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::lead::{RunStatus, Step};
+use crate::queue::{self, QueueError, StepJob};
+use crate::timeline;
+use crate::workflow::Workflows;
+pub use context::RunContext;
+use faults::Faults;
+
+/// What the workers share: the pool, the workflow definitions and the test fault switches.
+pub struct Engine {
+    pub pool: PgPool,
+    pub workflows: Arc<Workflows>,
+    pub faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("run {0} has no lead or does not exist")]
+    RunMissing(Uuid),
+    #[error("workflow {0:?} is not loaded")]
+    WorkflowMissing(String),
+    #[error("stored submission of lead {lead_id} is unreadable: {source}")]
+    Submission {
+        lead_id: Uuid,
+        source: serde_json::Error,
+    },
+    #[error("injected fault in {0}")]
+    Injected(Step),
+}
+
+impl StepError {
+    /// The database error underneath, if that is what this is (to tell an outage apart).
+    pub fn db_error(&self) -> Option<&sqlx::Error> {
+        match self {
+            StepError::Db(e) => Some(e),
+            StepError::Queue(QueueError::Push {
+                source: apalis_postgres::Error::Database(e),
+                ..
+            }) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A step's decision: go on to another step, or end the run.
+pub(crate) enum Transition {
+    Next {
+        step: Step,
+        output: Value,
+        event: &'static str,
+        run_at: Option<jiff::Timestamp>,
+    },
+    Finish {
+        status: RunStatus,
+        reason: Option<String>,
+        output: Value,
+        event: &'static str,
+    },
+}
+
+/// Runs one delivery of a step job. `attempt` is 1 for the first execution.
+pub async fn run_job(
+    engine: &Engine,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+) -> Result<(), StepError> {
+    let span = tracing::info_span!("step", %step, run_id = %job.run_id, n = job.n, job_id, attempt);
+    async {
+        match execute(engine, step, job, attempt).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %err, "step failed");
+                if let Err(record_err) =
+                    record_failure(engine, step, job, job_id, attempt, &err).await
+                {
+                    // The job stays claimed; apalis re-delivers it after the rescue timeout.
+                    tracing::error!(error = %record_err, "could not record the step failure");
+                }
+                Err(err)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute(engine: &Engine, step: Step, job: StepJob, attempt: u32) -> Result<(), StepError> {
+    let mut tx = engine.pool.begin().await?;
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT status FROM steps WHERE run_id = $1 AND name = $2 AND n = $3 FOR UPDATE",
+    )
+    .bind(job.run_id)
+    .bind(step.as_str())
+    .bind(job.n)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status,)) = row else {
+        tracing::warn!("no step row for this job; nothing to do");
+        return Ok(());
+    };
+    if matches!(status.as_str(), "ok" | "failed" | "cancelled") {
+        tracing::info!(
+            status,
+            "step already settled by an earlier delivery; skipping"
+        );
+        return Ok(());
+    }
+    let ctx = RunContext::load(&mut tx, job.run_id).await?;
+    if ctx.status.is_terminal() {
+        set_step(&mut tx, step, job, "cancelled", attempt, None, None).await?;
+        tx.commit().await?;
+        tracing::info!(run_status = %ctx.status, "run already ended; step not executed");
+        return Ok(());
+    }
+    engine.faults.check(step).await?;
+    let workflow = engine
+        .workflows
+        .get(&ctx.workflow)
+        .ok_or_else(|| StepError::WorkflowMissing(ctx.workflow.clone()))?;
+    let transition = match step {
+        Step::Qualify => qualify::decide(&mut tx, workflow, &ctx).await?,
+        Step::Route => route::decide(&mut tx, workflow, &ctx).await?,
+        Step::Validate | Step::Callback => Transition::Finish {
+            status: RunStatus::Failed,
+            reason: Some(format!("step {step} does not run on workers yet")),
+            output: Value::Null,
+            event: "run.failed",
+        },
+    };
+    apply(
+        &mut tx,
+        step,
+        job,
+        attempt,
+        &ctx,
+        transition,
+        workflow.retry.max_attempts,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply(
+    tx: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    attempt: u32,
+    ctx: &RunContext,
+    transition: Transition,
+    max_attempts: u32,
+) -> Result<(), StepError> {
+    match transition {
+        Transition::Next {
+            step: next,
+            output,
+            event,
+            run_at,
+        } => {
+            set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
+            let next_job = StepJob {
+                run_id: job.run_id,
+                n: next_execution(tx, job.run_id, next).await?,
+            };
+            enqueue(tx, next, next_job, run_at, max_attempts).await?;
+            touch_run(tx, job.run_id, None, None).await?;
+            timeline::record(
+                tx,
+                ctx.lead_id,
+                Some(job.run_id),
+                event,
+                timeline::SYSTEM,
+                output,
+            )
+            .await?;
+        }
+        Transition::Finish {
+            status,
+            reason,
+            output,
+            event,
+        } => {
+            set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
+            touch_run(tx, job.run_id, Some(status), reason.as_deref()).await?;
+            timeline::record(
+                tx,
+                ctx.lead_id,
+                Some(job.run_id),
+                event,
+                timeline::SYSTEM,
+                output,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the step row and its job together. Used by intake for the first worker step and
+/// by each step for the next one.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    run_at: Option<jiff::Timestamp>,
+    max_attempts: u32,
+) -> Result<(), StepError> {
+    let job_id = queue::push_step(conn, step, job, run_at, max_attempts).await?;
+    sqlx::query(
+        "INSERT INTO steps (run_id, name, n, job_id, status, max_attempts, next_run_at) \
+         VALUES ($1, $2, $3, $4, 'pending', $5, COALESCE($6, now()))",
+    )
+    .bind(job.run_id)
+    .bind(step.as_str())
+    .bind(job.n)
+    .bind(job_id)
+    .bind(max_attempts as i32)
+    .bind(run_at.map(jiff_sqlx::Timestamp::from))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn next_execution(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    step: Step,
+) -> Result<i32, sqlx::Error> {
+    let (n,): (i32,) =
+        sqlx::query_as("SELECT COALESCE(MAX(n), 0) + 1 FROM steps WHERE run_id = $1 AND name = $2")
+            .bind(run_id)
+            .bind(step.as_str())
+            .fetch_one(conn)
+            .await?;
+    Ok(n)
+}
+
+async fn set_step(
+    conn: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    status: &str,
+    attempt: u32,
+    output: Option<&Value>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE steps SET status = $4, attempts = GREATEST(attempts, $5), \
+         started_at = COALESCE(started_at, now()), finished_at = now(), next_run_at = NULL, \
+         output = COALESCE($6, output), error = COALESCE($7, error) \
+         WHERE run_id = $1 AND name = $2 AND n = $3",
+    )
+    .bind(job.run_id)
+    .bind(step.as_str())
+    .bind(job.n)
+    .bind(status)
+    .bind(attempt as i32)
+    .bind(output)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves a run to `status` (when given) unless it already ended; always bumps `updated_at`.
+async fn touch_run(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    status: Option<RunStatus>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET \
+         status = CASE WHEN status IN ('running', 'scheduled', 'calling') \
+                       THEN COALESCE($2, status) ELSE status END, \
+         reason = CASE WHEN status IN ('running', 'scheduled', 'calling') \
+                       THEN COALESCE($3, reason) ELSE reason END, \
+         updated_at = now() WHERE id = $1",
+    )
+    .bind(run_id)
+    .bind(status.map(RunStatus::as_str))
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a failed execution: schedules the retry in the job row itself, or, after the last
+/// attempt, fails the step and its run (the dead letter an operator sees).
+async fn record_failure(
+    engine: &Engine,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+    err: &StepError,
+) -> Result<(), StepError> {
+    let mut tx = engine.pool.begin().await?;
+    let row: Option<(i32, Uuid, String)> = sqlx::query_as(
+        "SELECT s.max_attempts, r.lead_id, r.workflow FROM steps s JOIN runs r ON r.id = s.run_id \
+         WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s",
+    )
+    .bind(job.run_id)
+    .bind(step.as_str())
+    .bind(job.n)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((max_attempts, lead_id, workflow)) = row else {
+        return Ok(());
+    };
+    let policy = engine
+        .workflows
+        .get(&workflow)
+        .map(|w| w.retry)
+        .unwrap_or_default();
+    let policy = crate::retry::RetryPolicy {
+        max_attempts: max_attempts.max(1) as u32,
+        ..policy
+    };
+    let message = err.to_string();
+    match policy.delay_after(attempt, rand::random()) {
+        Some(delay) => {
+            let delay_ms = delay.as_millis() as i64;
+            let (next_run_at,): (jiff_sqlx::Timestamp,) = sqlx::query_as(
+                "UPDATE steps SET status = 'retrying', attempts = GREATEST(attempts, $4), error = $5, \
+                 started_at = COALESCE(started_at, now()), \
+                 next_run_at = clock_timestamp() + make_interval(secs => $6::float8 / 1000) \
+                 WHERE run_id = $1 AND name = $2 AND n = $3 RETURNING next_run_at",
+            )
+            .bind(job.run_id)
+            .bind(step.as_str())
+            .bind(job.n)
+            .bind(attempt as i32)
+            .bind(&message)
+            .bind(delay_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE apalis.jobs SET run_at = $2 WHERE id = $1")
+                .bind(job_id)
+                .bind(next_run_at)
+                .execute(&mut *tx)
+                .await?;
+            let detail = json!({
+                "step": step, "attempt": attempt, "error": message,
+                "next_run_at": next_run_at.to_jiff().to_string(),
+            });
+            timeline::record(
+                &mut tx,
+                lead_id,
+                Some(job.run_id),
+                "step.retry",
+                timeline::SYSTEM,
+                detail,
+            )
+            .await?;
+        }
+        None => {
+            set_step(&mut tx, step, job, "failed", attempt, None, Some(&message)).await?;
+            let reason = format!("{step} failed after {attempt} attempts: {message}");
+            touch_run(&mut tx, job.run_id, Some(RunStatus::Failed), Some(&reason)).await?;
+            let detail = json!({ "step": step, "attempt": attempt, "error": message });
+            timeline::record(
+                &mut tx,
+                lead_id,
+                Some(job.run_id),
+                "run.failed",
+                timeline::SYSTEM,
+                detail,
+            )
+            .await?;
+            // The job row is now the dead letter: Failed with attempts = max_attempts.
+            sqlx::query(
+                "UPDATE apalis.jobs SET max_attempts = LEAST(max_attempts, $2) WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(attempt as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Assembles and supervises the apalis workers: one per worker step's queue, each with a
+//! unique name, the [`Wakeup`] poll strategy, a concurrency limit and the shared [`Engine`].
+//!
+//! apalis stops a worker when its backend errors (a heartbeat or fetch that fails while the
+//! database restarts), so each queue runs under a supervisor loop that starts a fresh worker,
+//! under a fresh name, after a growing pause. A fresh name matters: a worker that comes back
+//! under an old name would never have its orphaned jobs rescued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{
+    Attempt, BoxDynError, Data, PollWith, TaskId, WorkerBuilder, WorkerBuilderExt,
+};
+use apalis_postgres::{Config, PostgresStorage};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::WorkerSettings;
+use crate::lead::Step;
+use crate::queue::{self, StepJob, Wakeup};
+use crate::steps::{self, Engine};
+
+/// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    shutdown_timeout: Duration,
+}
+
+/// Heartbeat cadence and missed beats such that a silent worker's jobs are rescued after
+/// about `rescue_after`.
+fn liveness(rescue_after: Duration) -> (Duration, usize) {
+    let beat = (rescue_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let missed = rescue_after.as_secs_f64() / beat.as_secs_f64();
+    (beat, missed.ceil().max(1.0) as usize)
+}
+
+/// `host-pid-random-queue`: unique per process and per start, as apalis requires.
+fn worker_name(step: Step) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "host".to_owned());
+    let suffix: u32 = rand::random();
+    format!("{host}-{}-{suffix:08x}-{step}", std::process::id())
+}
+
+impl Workers {
+    pub fn spawn(engine: Arc<Engine>, settings: &WorkerSettings) -> Workers {
+        let (stop, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for step in queue::WORKER_STEPS {
+            let engine = engine.clone();
+            let settings = settings.clone();
+            let stop_rx = stop.subscribe();
+            tasks.spawn(supervise(engine, settings, step, stop_rx));
+        }
+        Workers {
+            stop,
+            tasks,
+            shutdown_timeout: settings.shutdown_timeout(),
+        }
+    }
+
+    /// Stops claiming, lets in-flight steps finish (up to the shutdown timeout), then returns.
+    /// `true` if every worker finished in time.
+    pub async fn shutdown(mut self) -> bool {
+        let _ = self.stop.send(true);
+        let all_done = async { while self.tasks.join_next().await.is_some() {} };
+        match tokio::time::timeout(self.shutdown_timeout, all_done).await {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::warn!("workers did not finish in time; in-flight jobs will be rescued");
+                self.tasks.abort_all();
+                false
+            }
+        }
+    }
+
+    /// Ends the workers at once, as a crash would: no acknowledgement, no clean-up. Tests use
+    /// it to prove that a dead worker's jobs are rescued.
+    pub fn abort(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+async fn supervise(
+    engine: Arc<Engine>,
+    settings: WorkerSettings,
+    step: Step,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let name = worker_name(step);
+        let result = run_worker(engine.clone(), &settings, step, &name, stop.clone()).await;
+        if *stop.borrow() {
+            tracing::info!(worker = %name, "worker stopped");
+            return;
+        }
+        match result {
+            Ok(()) => pause = Duration::from_millis(500),
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %e, ?pause, "worker ended; restarting")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn run_worker(
+    engine: Arc<Engine>,
+    settings: &WorkerSettings,
+    step: Step,
+    name: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), apalis::prelude::WorkerError> {
+    let pool = engine.pool.clone();
+    let queue = queue::queue_name(step);
+    let (beat, missed) = liveness(settings.rescue_after());
+    let config = Config::default()
+        .queue(queue)
+        .batch_size(settings.batch_size.max(1))
+        .heartbeat_interval(beat)
+        .missed_heartbeats(missed);
+    let backend = PollWith::new(
+        PostgresStorage::<StepJob>::new(&pool).with_config(config),
+        Wakeup::new(pool, queue, settings.poll_interval()),
+    );
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .concurrency(settings.concurrency.max(1))
+        .data(engine)
+        .data(step)
+        .build(handle);
+    tracing::info!(worker = %name, queue, "worker starting");
+    worker
+        .run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), apalis::prelude::WorkerError>(())
+        })
+        .await
+}
+
+async fn handle(
+    job: StepJob,
+    engine: Data<Arc<Engine>>,
+    step: Data<Step>,
+    id: TaskId,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
+    steps::run_job(&engine, *step, job, &id.to_string(), attempt).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_matches_the_rescue_timeout() {
+        assert_eq!(
+            liveness(Duration::from_secs(300)),
+            (Duration::from_secs(30), 10)
+        );
+        assert_eq!(
+            liveness(Duration::from_secs(3)),
+            (Duration::from_secs(1), 3)
+        );
+        let (beat, missed) = liveness(Duration::from_secs(10));
+        assert!(beat * missed as u32 >= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn worker_names_are_unique() {
+        assert_ne!(worker_name(Step::Qualify), worker_name(Step::Qualify));
+    }
+}

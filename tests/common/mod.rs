@@ -1,0 +1,254 @@
+//! Test harness: a fresh database per test on a real PostgreSQL (DATABASE_URL, or the private
+//! server started the same way `serve` starts it), and the service running in-process on a
+//! free port, reached over real sockets.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leadflow::config::{HttpSettings, WorkerSettings};
+use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use leadflow::hooks::{self, CreatedHook};
+use leadflow::service::Service;
+use leadflow::workflow::Workflows;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+use tokio::sync::OnceCell;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+static SERVER: OnceCell<String> = OnceCell::const_new();
+
+/// The URL of the server tests create their databases on.
+async fn server_url() -> String {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("DATABASE_URL") {
+                return url;
+            }
+            let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-pg");
+            let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                data_dir,
+                fast_unsafe: true,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("no DATABASE_URL and the private PostgreSQL failed: {e}"));
+            // Left running for the next test binary; it is a throwaway cluster under target/.
+            pg.url("postgres")
+        })
+        .await
+        .clone()
+}
+
+pub struct TestDb {
+    pub pool: PgPool,
+    pub name: String,
+    pub options: PgConnectOptions,
+}
+
+impl TestDb {
+    /// A new, migrated database of its own.
+    pub async fn new() -> TestDb {
+        let url = server_url().await;
+        let admin = PgConnectOptions::from_str(&url).expect("server URL parses");
+        let name = format!("lf_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin.connect().await.expect("connect to the test server");
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create the test database");
+        drop(conn);
+        let options = admin.database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .expect("connect to the test database");
+        leadflow::db::migrate(&pool)
+            .await
+            .expect("migrations apply");
+        TestDb {
+            pool,
+            name,
+            options,
+        }
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+pub fn worker_settings(workflows_dir: PathBuf) -> WorkerSettings {
+    WorkerSettings {
+        workflows_dir,
+        poll_interval_ms: 50,
+        rescue_after_s: 3,
+        batch_size: 10,
+        concurrency: 8,
+        shutdown_timeout_s: 10,
+    }
+}
+
+pub fn http_settings() -> HttpSettings {
+    HttpSettings {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        public_url: None,
+        admin_token: Some(ADMIN_TOKEN.to_owned()),
+        max_body_bytes: 256 * 1024,
+        request_timeout_ms: 10_000,
+    }
+}
+
+pub struct TestApp {
+    pub db: TestDb,
+    pub base: String,
+    pub service: Option<Service>,
+    pub client: reqwest::Client,
+    pub workflows: Arc<Workflows>,
+    pub workflows_dir: PathBuf,
+}
+
+pub struct Options {
+    pub workflows_dir: PathBuf,
+    pub workers: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workflows_dir: repo_path("workflows"),
+            workers: true,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> TestApp {
+        let db = TestDb::new().await;
+        let workflows = Arc::new(Workflows::load_dir(&opts.workflows_dir).expect("workflows load"));
+        let workers = worker_settings(opts.workflows_dir.clone());
+        let service = Service::start(
+            db.pool.clone(),
+            workflows.clone(),
+            &http_settings(),
+            ADMIN_TOKEN,
+            opts.workers.then_some(&workers),
+        )
+        .await
+        .expect("service starts");
+        TestApp {
+            base: format!("http://{}", service.addr),
+            db,
+            service: Some(service),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            workflows,
+            workflows_dir: opts.workflows_dir,
+        }
+    }
+
+    pub fn service(&self) -> &Service {
+        self.service.as_ref().expect("service running")
+    }
+
+    pub async fn hook(&self, name: &str, workflow: &str, auto_callback: bool) -> CreatedHook {
+        hooks::create(&self.db.pool, name, workflow, auto_callback, &self.base)
+            .await
+            .expect("hook created")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post_json(&self, token: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url("/v1/webhooks/inbound"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        read(resp).await
+    }
+
+    pub async fn get_lead(&self, lead_id: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(self.url(&format!("/v1/leads/{lead_id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        read(resp).await
+    }
+
+    /// Polls the lead until its run has `status`; panics with the lead's view after `within`.
+    pub async fn wait_for_run(&self, lead_id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, view) = self.get_lead(lead_id).await;
+            if code == 200 && view["run"]["status"] == status {
+                return view;
+            }
+            if Instant::now() > deadline {
+                panic!("lead {lead_id} did not reach {status} within {within:?}: {view:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let code = resp.status().as_u16();
+    let text = resp.text().await.expect("body read");
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "raw": text }));
+    (code, value)
+}
+
+/// The spec's sample payload, with a given hook name and a valid phone number. The email is
+/// derived from the phone so that distinct phones make distinct (non-duplicate) leads.
+pub fn sample(hook: &str, phone: &str) -> Value {
+    let email = format!(
+        "john.doe+{}@example.com",
+        phone
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect::<String>()
+    );
+    json!({
+        "hookName": hook,
+        "name_field": "John Doe",
+        "country_code_field": "+1",
+        "phone_field": phone,
+        "email_field": email,
+        "company_name_field": "Acme Corp",
+        "ip_address_field": "192.168.1.1",
+        "industry_field": "Software",
+        "message_field": "Looking for a demo.",
+        "size_field": "Medium",
+        "page_url_field": "https://example.com/demo",
+        "page_name_field": "Demo Page",
+        "date_submitted_field": "2025-01-30",
+        "time_submitted_field": "14:30:00",
+        "is_auto": 1,
+        "status": 1,
+        "team_id_field": "team_001"
+    })
+}
+
+/// A distinct valid US number for the i-th lead of a test (NANP 650 area, 555-01xx avoided).
+pub fn us_phone(i: u32) -> String {
+    format!("650253{:04}", i % 10_000)
+}

@@ -1,0 +1,477 @@
+//! The intake contract over a real socket: the spec's sample in three content types, every
+//! error of the contract's table with its status and body, idempotency, and what is stored.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN_TOKEN, TestApp, read, sample, us_phone};
+use serde_json::{Value, json};
+
+const SUCCESS_INITIATED: &str = "Webhook data captured successfully";
+
+fn assert_success(body: &Value, auto: &str) -> String {
+    assert_eq!(body["status"], "success", "{body}");
+    assert_eq!(body["message"], SUCCESS_INITIATED);
+    assert_eq!(body["auto_callback"], auto);
+    let obj = body.as_object().expect("object body");
+    assert_eq!(obj.len(), 4, "exactly the spec's keys plus lead_id: {body}");
+    body["lead_id"].as_str().expect("lead_id").to_owned()
+}
+
+fn form_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .expect("object")
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sample_as_json_form_and_multipart_is_captured_and_routed() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+
+    // JSON
+    let (code, body) = app
+        .post_json(&hook.token, &sample("website-form", &us_phone(1)))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let json_lead = assert_success(&body, "initiated");
+
+    // form-urlencoded, with is_auto and status as numeric strings
+    let resp = app
+        .client
+        .post(app.url("/v1/webhooks/inbound"))
+        .bearer_auth(&hook.token)
+        .form(&form_pairs(&sample("website-form", &us_phone(2))))
+        .send()
+        .await
+        .expect("sent");
+    let (code, body) = read(resp).await;
+    assert_eq!(code, 200, "{body}");
+    let form_lead = assert_success(&body, "initiated");
+
+    // multipart
+    let mut form = reqwest::multipart::Form::new();
+    for (k, v) in form_pairs(&sample("website-form", &us_phone(3))) {
+        form = form.text(k, v);
+    }
+    let resp = app
+        .client
+        .post(app.url("/v1/webhooks/inbound"))
+        .bearer_auth(&hook.token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent");
+    let (code, body) = read(resp).await;
+    assert_eq!(code, 200, "{body}");
+    let multipart_lead = assert_success(&body, "initiated");
+
+    for lead in [json_lead, form_lead, multipart_lead] {
+        let view = app
+            .wait_for_run(&lead, "routed", Duration::from_secs(10))
+            .await;
+        let steps: Vec<(&str, &str)> = view["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            steps,
+            vec![("validate", "ok"), ("qualify", "ok"), ("route", "ok")]
+        );
+        let route = &view["steps"][2]["output"];
+        assert_eq!(route["team"], "team_001", "{view:#}");
+        assert_eq!(view["lead"]["hook"], "website-form");
+        assert_eq!(view["lead"]["company"], "Acme Corp");
+        let phone = view["lead"]["phone"].as_str().expect("masked phone");
+        assert!(
+            phone.starts_with("+*") && phone.len() == 12,
+            "masked: {phone}"
+        );
+        assert!(!phone.contains("650253"), "masked: {phone}");
+        assert!(
+            view["lead"]["email"]
+                .as_str()
+                .expect("email")
+                .starts_with("j***@")
+        );
+        let events: Vec<&str> = view["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter_map(|e| e["event"].as_str())
+            .collect();
+        assert_eq!(events, vec!["received", "validated", "qualified", "routed"]);
+    }
+}
+
+#[tokio::test]
+async fn the_spec_sample_verbatim_gets_the_invalid_phone_error_and_is_logged() {
+    let app = TestApp::start().await;
+    let hook = app.hook("captureLeadWebhook", "default", true).await;
+    let mut body = sample("captureLeadWebhook", "1234567890");
+    body["email_field"] = json!("john.doe@example.com");
+    let (code, resp) = app.post_json(&hook.token, &body).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        resp,
+        json!({
+            "status": "error",
+            "message": "Failed to initiate auto callback",
+            "details": "Invalid phone number format"
+        })
+    );
+    let (outcome, status, reason, lead_id, stored_body): (
+        String,
+        i16,
+        Option<String>,
+        Option<uuid::Uuid>,
+        Option<Vec<u8>>,
+    ) = sqlx::query_as("SELECT outcome, status_code, reason, lead_id, body FROM webhook_log")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("one webhook log row");
+    assert_eq!((outcome.as_str(), status), ("rejected", 422));
+    assert!(reason.unwrap_or_default().contains("invalid_phone"));
+    let stored: Value = serde_json::from_slice(&stored_body.expect("raw body kept")).expect("json");
+    assert_eq!(stored["phone_field"], "1234567890");
+    // The rejected submission is a lead, so an operator can fix and replay it.
+    let lead_id = lead_id.expect("a rejected lead is stored");
+    let (code, view) = app.get_lead(&lead_id.to_string()).await;
+    assert_eq!(code, 200);
+    assert_eq!(view["run"]["status"], "rejected");
+    assert_eq!(view["run"]["reason"], "Invalid phone number format");
+    assert_eq!(view["steps"][0]["status"], "failed");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM apalis.jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(jobs, 0, "a rejected lead starts no job");
+}
+
+async fn raw_post(
+    app: &TestApp,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = app.client.post(app.url("/v1/webhooks/inbound")).body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    read(req.send().await.expect("sent")).await
+}
+
+fn assert_error(code: u16, body: &Value, want: u16, details_contains: &str) {
+    assert_eq!(code, want, "{body}");
+    assert_eq!(body["status"], "error", "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    let details = body["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains(details_contains),
+        "details {details:?} should mention {details_contains:?}"
+    );
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(3),
+        "exactly status/message/details: {body}"
+    );
+}
+
+#[tokio::test]
+async fn every_error_of_the_contract_has_its_status_and_shape() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    let other = app.hook("other-form", "default", true).await;
+    let off = app.hook("retired-form", "default", true).await;
+    leadflow::hooks::set_active(&app.db.pool, "retired-form", false)
+        .await
+        .expect("disable");
+    let good = serde_json::to_vec(&sample("website-form", &us_phone(10))).expect("json");
+    let json_ct = Some("application/json");
+
+    let (c, b) = raw_post(&app, None, json_ct, good.clone()).await;
+    assert_error(c, &b, 401, "Missing bearer token");
+    let (c, b) = raw_post(&app, Some("lf_not_a_token"), json_ct, good.clone()).await;
+    assert_error(c, &b, 401, "Invalid token");
+    // 401 comes before everything else, even a bad content type.
+    let (c, _) = raw_post(
+        &app,
+        Some("lf_not_a_token"),
+        Some("text/plain"),
+        b"x".to_vec(),
+    )
+    .await;
+    assert_eq!(c, 401);
+
+    let (c, b) = raw_post(&app, Some(&hook.token), Some("text/plain"), good.clone()).await;
+    assert_error(c, &b, 415, "text/plain");
+    let (c, b) = raw_post(&app, Some(&hook.token), None, good.clone()).await;
+    assert_error(c, &b, 415, "none");
+
+    let big = vec![b' '; 256 * 1024 + 1];
+    let (c, b) = raw_post(&app, Some(&hook.token), json_ct, big).await;
+    assert_error(c, &b, 413, "262144");
+
+    let (c, b) = raw_post(
+        &app,
+        Some(&hook.token),
+        json_ct,
+        b"{\"hookName\": ".to_vec(),
+    )
+    .await;
+    assert_eq!(c, 400, "{b}");
+    assert_eq!(b["status"], "error");
+
+    let mut unknown = sample("no-such-hook", &us_phone(11));
+    let (c, b) = app.post_json(&hook.token, &unknown).await;
+    assert_error(c, &b, 404, "no-such-hook");
+    unknown["hookName"] = json!("retired-form");
+    let (c, b) = app.post_json(&off.token, &unknown).await;
+    assert_error(c, &b, 404, "retired-form");
+
+    let (c, b) = app
+        .post_json(&other.token, &sample("website-form", &us_phone(12)))
+        .await;
+    assert_error(c, &b, 403, "website-form");
+
+    let mut missing = sample("website-form", &us_phone(13));
+    missing
+        .as_object_mut()
+        .expect("object")
+        .remove("name_field");
+    let (c, b) = app.post_json(&hook.token, &missing).await;
+    assert_error(c, &b, 422, "name_field");
+    let mut bad_status = sample("website-form", &us_phone(14));
+    bad_status["status"] = json!(0);
+    let (c, b) = app.post_json(&hook.token, &bad_status).await;
+    assert_error(c, &b, 422, "status");
+    let mut array = sample("website-form", &us_phone(15));
+    array["name_field"] = json!(["a", "b"]);
+    let (c, b) = app.post_json(&hook.token, &array).await;
+    assert_error(c, &b, 422, "name_field");
+
+    // Only 422s store a lead; every other 4xx leaves just its webhook-log row.
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(leads, 3);
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_log")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(logged, 13);
+    let leaked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_log WHERE headers::text LIKE '%lf\\_%'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(leaked, 0, "tokens never reach the log");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+    let app = TestApp::start().await;
+    let resp = app
+        .client
+        .get(app.url("/v1/webhooks/inbound"))
+        .send()
+        .await
+        .expect("sent");
+    let (c, b) = read(resp).await;
+    assert_eq!(c, 405);
+    assert_eq!(b["status"], "error");
+    let resp = app.client.get(app.url("/nope")).send().await.expect("sent");
+    let (c, b) = read(resp).await;
+    assert_eq!(c, 404);
+    assert_eq!(b["status"], "error");
+}
+
+#[tokio::test]
+async fn is_auto_absent_takes_the_hooks_setting_and_zero_disables() {
+    let app = TestApp::start().await;
+    let hook = app.hook("quiet-form", "default", false).await;
+    let mut body = sample("quiet-form", &us_phone(20));
+    body.as_object_mut().expect("object").remove("is_auto");
+    let (c, b) = app.post_json(&hook.token, &body).await;
+    assert_eq!(c, 200, "{b}");
+    assert_success(&b, "disabled");
+    let mut body = sample("quiet-form", &us_phone(21));
+    body["is_auto"] = json!("1");
+    body["status"] = json!("1");
+    let (c, b) = app.post_json(&hook.token, &body).await;
+    assert_success(&b, "initiated");
+    assert_eq!(c, 200);
+    let mut body = sample("quiet-form", &us_phone(22));
+    body["is_auto"] = json!(0);
+    let (_, b) = app.post_json(&hook.token, &body).await;
+    assert_success(&b, "disabled");
+}
+
+#[tokio::test]
+async fn custom_fields_are_kept() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    let mut body = sample("website-form", &us_phone(30));
+    body["utm_source"] = json!("google");
+    body["employees"] = json!(250);
+    let (c, b) = app.post_json(&hook.token, &body).await;
+    assert_eq!(c, 200, "{b}");
+    let (_, view) = app.get_lead(b["lead_id"].as_str().expect("id")).await;
+    assert_eq!(
+        view["lead"]["fields"],
+        json!({ "utm_source": "google", "employees": 250 })
+    );
+}
+
+#[tokio::test]
+async fn twenty_concurrent_duplicates_make_one_lead() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    let body = sample("website-form", &us_phone(40));
+    let sends = (0..20).map(|_| {
+        app.client
+            .post(app.url("/v1/webhooks/inbound"))
+            .bearer_auth(&hook.token)
+            .header("Idempotency-Key", "retry-123")
+            .json(&body)
+            .send()
+    });
+    let responses = futures::future::join_all(sends).await;
+    let mut ids = std::collections::HashSet::new();
+    for r in responses {
+        let (code, b) = read(r.expect("sent")).await;
+        assert_eq!(code, 200, "{b}");
+        ids.insert(b["lead_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 1, "every duplicate gets the original answer");
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(leads, 1);
+    let dupes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM webhook_log WHERE outcome = 'duplicate'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("count");
+    assert_eq!(dupes, 19);
+
+    // The same key with another body is refused.
+    let other = sample("website-form", &us_phone(41));
+    let resp = app
+        .client
+        .post(app.url("/v1/webhooks/inbound"))
+        .bearer_auth(&hook.token)
+        .header("Idempotency-Key", "retry-123")
+        .json(&other)
+        .send()
+        .await
+        .expect("sent");
+    let (code, b) = read(resp).await;
+    assert_error(code, &b, 422, "Idempotency-Key");
+
+    // webhook-id stands in for Idempotency-Key (Standard Webhooks senders).
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(app.url("/v1/webhooks/inbound"))
+            .bearer_auth(&hook.token)
+            .header("webhook-id", "msg_2")
+            .json(&other)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200);
+    }
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(leads, 2);
+}
+
+#[tokio::test]
+async fn a_database_outage_answers_503_with_retry_after() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    app.db.pool.close().await;
+    let started = std::time::Instant::now();
+    let resp = app
+        .client
+        .post(app.url("/v1/webhooks/inbound"))
+        .bearer_auth(&hook.token)
+        .json(&sample("website-form", &us_phone(50)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let (_, b) = read(resp).await;
+    assert_eq!(b["status"], "error");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let resp = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 503);
+    let resp = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn operator_routes_need_the_admin_token() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    let (_, b) = app
+        .post_json(&hook.token, &sample("website-form", &us_phone(60)))
+        .await;
+    let lead = b["lead_id"].as_str().expect("id");
+    for token in [Some(hook.token.as_str()), Some("wrong"), None] {
+        let mut req = app.client.get(app.url(&format!("/v1/leads/{lead}")));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let (code, body) = read(req.send().await.expect("sent")).await;
+        assert_error(code, &body, 401, "admin token");
+    }
+    let resp = app
+        .client
+        .get(app.url(&format!("/v1/leads/{}", uuid::Uuid::new_v4())))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 404);
+}
