@@ -14,9 +14,6 @@ use sqlx::postgres::PgPoolOptions;
 use crate::config::DbSettings;
 use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 
-/// The application database's name on the private server.
-pub const EMBEDDED_DATABASE: &str = "leadflow";
-
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(transparent)]
@@ -53,7 +50,7 @@ impl Database {
                     started_here = pg.started_here(),
                     "using the private PostgreSQL"
                 );
-                (pg.url(EMBEDDED_DATABASE), Some(pg))
+                (pg.url(embedded::APP_DATABASE), Some(pg))
             }
         };
         let pool = connect(&url, settings.pool_max, settings.acquire_timeout()).await?;

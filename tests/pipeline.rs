@@ -1,0 +1,367 @@
+//! The durable graph on real workers: qualification and routing decisions, duplicates,
+//! persisted retries and their spacing, exhausted retries, and a worker that dies mid-run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Options, TestApp, repo_path, sample, us_phone};
+use leadflow::lead::Step;
+use serde_json::{Value, json};
+
+async fn rules_app() -> TestApp {
+    TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: true,
+    })
+    .await
+}
+
+async fn submit(app: &TestApp, token: &str, body: &Value) -> String {
+    let (code, resp) = app.post_json(token, body).await;
+    assert_eq!(code, 200, "{resp}");
+    resp["lead_id"].as_str().expect("lead_id").to_owned()
+}
+
+/// The sample, routed by rules rather than by its team id.
+fn lead(hook: &str, i: u32, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut body = sample(hook, &us_phone(i));
+    body.as_object_mut()
+        .expect("object")
+        .remove("team_id_field");
+    edit(&mut body);
+    body
+}
+
+#[tokio::test]
+async fn qualification_rules_decide_and_record_their_reasons() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+
+    let ok = submit(&app, &hook.token, &lead("rules-form", 1, |_| {})).await;
+    app.wait_for_run(&ok, "routed", Duration::from_secs(10))
+        .await;
+
+    // No company, a competitor's email and too small: all three reasons, in file order.
+    let bad = lead("rules-form", 2, |b| {
+        b.as_object_mut()
+            .expect("object")
+            .remove("company_name_field");
+        b["email_field"] = json!("spy@RIVAL.example");
+        b["size_field"] = json!("Small");
+        b["employees"] = json!("3");
+    });
+    let bad = submit(&app, &hook.token, &bad).await;
+    let view = app
+        .wait_for_run(&bad, "disqualified", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        view["steps"][1]["output"]["reasons"],
+        json!(["has a company", "not a competitor", "big enough"])
+    );
+    assert_eq!(
+        view["run"]["reason"],
+        "has a company; not a competitor; big enough"
+    );
+    assert_eq!(
+        view["steps"].as_array().map(Vec::len),
+        Some(2),
+        "no route step after disqualification"
+    );
+
+    // A numeric custom field can qualify a small company.
+    let numeric = lead("rules-form", 3, |b| {
+        b["size_field"] = json!("Small");
+        b["employees"] = json!(250);
+    });
+    let numeric = submit(&app, &hook.token, &numeric).await;
+    app.wait_for_run(&numeric, "routed", Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test]
+async fn routing_uses_team_id_then_rules_then_the_default() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (
+            lead("rules-form", 10, |b| b["team_id_field"] = json!("software")),
+            "software",
+            "team_id_field",
+        ),
+        (
+            lead("rules-form", 11, |b| b["size_field"] = json!("Large")),
+            "enterprise",
+            "enterprise",
+        ),
+        (lead("rules-form", 12, |_| {}), "software", "software"),
+        (
+            lead("rules-form", 13, |b| {
+                b["industry_field"] = json!("Retail");
+                b["team_id_field"] = json!("no-such-team");
+            }),
+            "general",
+            "default",
+        ),
+    ];
+    for (body, team, rule) in cases {
+        let id = submit(&app, &hook.token, &body).await;
+        let view = app
+            .wait_for_run(&id, "routed", Duration::from_secs(10))
+            .await;
+        let out = &view["steps"][2]["output"];
+        assert_eq!(out["team"], team, "{view:#}");
+        assert!(
+            out["rule"].to_string().contains(rule),
+            "rule {} should mention {rule}",
+            out["rule"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_lead_with_the_same_phone_or_email_is_a_duplicate() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    let first = submit(&app, &hook.token, &lead("rules-form", 20, |_| {})).await;
+    app.wait_for_run(&first, "routed", Duration::from_secs(10))
+        .await;
+    let same_phone = submit(
+        &app,
+        &hook.token,
+        &lead("rules-form", 20, |b| {
+            b["email_field"] = json!("other@example.com")
+        }),
+    )
+    .await;
+    let view = app
+        .wait_for_run(&same_phone, "duplicate", Duration::from_secs(10))
+        .await;
+    assert_eq!(view["steps"][1]["output"]["duplicate_of"], json!(first));
+    assert_eq!(view["steps"][1]["output"]["matched"], "phone");
+    let same_email = lead("rules-form", 21, |b| {
+        b["email_field"] = json!(sample("x", &us_phone(20))["email_field"])
+    });
+    let same_email = submit(&app, &hook.token, &same_email).await;
+    let view = app
+        .wait_for_run(&same_email, "duplicate", Duration::from_secs(10))
+        .await;
+    assert_eq!(view["steps"][1]["output"]["matched"], "email");
+}
+
+/// Reads the retry events of a lead's timeline: (attempt, at, next_run_at).
+async fn retries(app: &TestApp, lead: &str) -> Vec<(i64, jiff::Timestamp, jiff::Timestamp)> {
+    let (_, view) = app.get_lead(lead).await;
+    view["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["event"] == "step.retry")
+        .map(|e| {
+            let at: jiff::Timestamp = e["at"].as_str().expect("at").parse().expect("timestamp");
+            let next: jiff::Timestamp = e["detail"]["next_run_at"]
+                .as_str()
+                .expect("next")
+                .parse()
+                .expect("timestamp");
+            (e["detail"]["attempt"].as_i64().expect("attempt"), at, next)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_step_that_fails_twice_is_retried_on_the_persisted_schedule() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    app.service().engine.faults.fail_next(Step::Qualify, 2);
+    let id = submit(&app, &hook.token, &lead("rules-form", 30, |_| {})).await;
+    let view = app
+        .wait_for_run(&id, "routed", Duration::from_secs(30))
+        .await;
+    let qualify = &view["steps"][1];
+    assert_eq!(qualify["name"], "qualify");
+    assert_eq!(qualify["attempts"], 3);
+    assert_eq!(qualify["status"], "ok");
+
+    // Policy: base 1s, doubling, jitter adds up to as much again: waits in [1,2)s then [2,4)s.
+    let r = retries(&app, &id).await;
+    assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+    let wait = |i: usize| {
+        (r[i].2 - r[i].1)
+            .total(jiff::Unit::Millisecond)
+            .expect("span") as i64
+    };
+    assert!((1000..2050).contains(&wait(0)), "first wait {}ms", wait(0));
+    assert!((2000..4050).contains(&wait(1)), "second wait {}ms", wait(1));
+    // The retry ran when it was due, not before, and promptly after (a delayed job's pickup).
+    let second_failure = r[1].1;
+    assert!(second_failure >= r[0].2, "attempt 2 ran before its run_at");
+    let pickup = (second_failure - r[0].2)
+        .total(jiff::Unit::Millisecond)
+        .expect("span");
+    assert!(
+        pickup < 1500.0,
+        "delayed job picked up {pickup}ms after it was due"
+    );
+    let started: jiff::Timestamp = view["steps"][2]["started_at"]
+        .as_str()
+        .expect("route started")
+        .parse()
+        .expect("ts");
+    assert!(started >= r[1].2);
+}
+
+#[tokio::test]
+async fn retries_exhausted_fail_the_run_with_the_error_visible() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    app.service().engine.faults.fail_next(Step::Route, 3);
+    let id = submit(&app, &hook.token, &lead("rules-form", 40, |_| {})).await;
+    let view = app
+        .wait_for_run(&id, "failed", Duration::from_secs(30))
+        .await;
+    let route = &view["steps"][2];
+    assert_eq!(route["status"], "failed");
+    assert_eq!(route["attempts"], 3);
+    assert!(
+        route["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("injected fault in route")
+    );
+    assert!(
+        view["run"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("route failed after 3 attempts")
+    );
+    // apalis acknowledges asynchronously, just after the step's own commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, attempts, max): (String, i32, i32) = sqlx::query_as(
+            "SELECT status, attempts, max_attempts FROM apalis.jobs WHERE job_type = 'leadflow.route'",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("the route job");
+        if status != "Running" && status != "Queued" {
+            assert_eq!(
+                (status.as_str(), attempts, max),
+                ("Failed", 3, 3),
+                "the job row is the dead letter"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed job was never acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_of_a_dead_worker_is_rescued_and_the_run_completes() {
+    let mut app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    app.service().engine.faults.hang_next(Step::Route, 1);
+    let id = submit(&app, &hook.token, &lead("rules-form", 50, |_| {})).await;
+    // Wait until the route job is claimed by the doomed worker, then kill it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'leadflow.route' AND lock_by IS NOT NULL",
+        )
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+        if claimed == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "route job never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.service.take().expect("running").abort();
+    // A new process: new worker names; the old one's job is rescued after the rescue timeout.
+    let workers = common::worker_settings(app.workflows_dir.clone());
+    let restarted = leadflow::service::Service::start(
+        app.db.pool.clone(),
+        app.workflows.clone(),
+        &common::http_settings(),
+        common::ADMIN_TOKEN,
+        Some(&workers),
+    )
+    .await
+    .expect("restart");
+    app.base = format!("http://{}", restarted.addr);
+    app.service = Some(restarted);
+    let view = app
+        .wait_for_run(&id, "routed", Duration::from_secs(30))
+        .await;
+    assert_eq!(view["steps"][2]["status"], "ok");
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM timeline WHERE event = 'routed'")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(runs, 1, "the step's effect was applied once");
+}
+
+#[tokio::test]
+async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
+    // A long poll interval: only LISTEN/NOTIFY can explain a fast pickup.
+    let db = common::TestDb::new().await;
+    let dir = repo_path("tests/fixtures/workflows");
+    let workflows =
+        std::sync::Arc::new(leadflow::workflow::Workflows::load_dir(&dir).expect("load"));
+    let mut workers = common::worker_settings(dir);
+    workers.poll_interval_ms = 10_000;
+    let svc = leadflow::service::Service::start(
+        db.pool.clone(),
+        workflows,
+        &common::http_settings(),
+        common::ADMIN_TOKEN,
+        Some(&workers),
+    )
+    .await
+    .expect("start");
+    // Let the listeners connect before the first insert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hook = leadflow::hooks::create(&db.pool, "rules-form", "rules", true, "http://x")
+        .await
+        .expect("hook");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://{}/v1/webhooks/inbound", svc.addr))
+        .bearer_auth(&hook.token)
+        .json(&lead("rules-form", 60, |_| {}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let done: Option<(f64,)> = sqlx::query_as(
+            "SELECT EXTRACT(EPOCH FROM (r.finished_at - v.finished_at))::float8 FROM steps v \
+             JOIN steps r ON r.run_id = v.run_id AND r.name = 'route' AND r.status = 'ok' WHERE v.name = 'validate'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("query");
+        if let Some((secs,)) = done {
+            assert!(
+                secs < 2.0,
+                "intake to routed took {secs}s with a 10s poll interval"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two immediate jobs were not picked up within 5s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    svc.shutdown().await;
+}
