@@ -475,3 +475,84 @@ async fn operator_routes_need_the_admin_token() {
         .expect("sent");
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test]
+async fn blocked_phones_and_emails_are_rejected_and_kept() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", true).await;
+    leadflow::blocklist::add(
+        &app.db.pool,
+        leadflow::validate::BlockKind::Phone,
+        "+1 650 253 0070",
+        None,
+    )
+    .await
+    .expect("block phone");
+    let (code, body) = app
+        .post_json(&hook.token, &sample("website-form", "(650) 253-0070"))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"], "This phone number is blocked");
+    leadflow::blocklist::add(
+        &app.db.pool,
+        leadflow::validate::BlockKind::Email,
+        "Spam@Example.com",
+        Some("complaint"),
+    )
+    .await
+    .expect("block email");
+    let mut b = sample("website-form", &us_phone(71));
+    b["email_field"] = json!("spam@example.COM");
+    let (code, body) = app.post_json(&hook.token, &b).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"], "This email address is blocked");
+    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE status = 'rejected'")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(rejected, 2);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_served_routes() {
+    let app = TestApp::start().await;
+    let resp = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let doc: Value = resp.json().await.expect("json");
+    let paths: std::collections::BTreeSet<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .cloned()
+        .collect();
+    let served: std::collections::BTreeSet<String> = [
+        "/v1/webhooks/inbound",
+        "/v1/leads/{id}",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(paths, served);
+    // Every documented operation is routed (a missing route would answer 404 "No such route").
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for method in ops.as_object().expect("ops").keys() {
+            let url = app.url(&path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+            let req = app
+                .client
+                .request(method.to_uppercase().parse().expect("method"), url);
+            let (_, body) = read(req.bearer_auth(ADMIN_TOKEN).send().await.expect("sent")).await;
+            assert_ne!(body["details"], "No such route", "{method} {path}");
+        }
+    }
+    // Every error response of the document uses the spec's error shape.
+    let error = &doc["components"]["schemas"]["Error"];
+    assert_eq!(error["required"], json!(["status", "message", "details"]));
+}
