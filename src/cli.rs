@@ -10,11 +10,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::blocklist;
-use crate::config::{DbSettings, HttpSettings, WorkerSettings};
+use crate::config::{DbSettings, HttpSettings, TelephonySettings, WorkerSettings};
 use crate::db::Database;
 use crate::hooks;
 use crate::service::{self, Service};
-use crate::steps::{Engine, faults::Faults};
+use crate::steps::Engine;
 use crate::validate::BlockKind;
 use crate::worker::Workers;
 use crate::workflow::Workflows;
@@ -59,6 +59,8 @@ struct ServeArgs {
     http: HttpSettings,
     #[command(flatten)]
     worker: WorkerSettings,
+    #[command(flatten)]
+    telephony: TelephonySettings,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +69,11 @@ struct WorkerArgs {
     db: DbSettings,
     #[command(flatten)]
     worker: WorkerSettings,
+    #[command(flatten)]
+    telephony: TelephonySettings,
+    /// The service's listen address, for the default public URL in callback URLs.
+    #[arg(long, env = "LEADFLOW_LISTEN", default_value = "127.0.0.1:8080", hide = true)]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +254,7 @@ fn load_workflows(dir: &Path) -> Result<Arc<Workflows>> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
+    let engine_config = args.telephony.engine_config(args.http.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
     let (token, file) = service::admin_token(args.http.admin_token.as_deref(), &args.db.data_dir)
@@ -254,13 +262,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(file) = file {
         tracing::info!(file = %file.display(), "admin token (for operator routes) is kept in this file");
     }
-    let svc = Service::start(
-        db.pool.clone(),
-        workflows,
-        &args.http,
-        &token,
-        Some(&args.worker),
-    )
+    let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
+    let svc = Service::start(engine, &args.http, &token, Some(&args.worker))
     .await
     .with_context(|| format!("listening on {}", args.http.listen))?;
     shutdown_signal().await;
@@ -276,13 +279,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 async fn worker(args: WorkerArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
+    let engine_config = args.telephony.engine_config(args.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
-    let engine = Arc::new(Engine {
-        pool: db.pool.clone(),
-        workflows,
-        faults: Faults::default(),
-    });
+    let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let workers = Workers::spawn(engine, &args.worker);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");

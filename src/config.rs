@@ -82,11 +82,6 @@ pub struct HttpSettings {
     #[arg(long, env = "LEADFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// The URL the outside world reaches this service at (used in webhook URLs shown to
-    /// users and in callback URLs given to providers). Defaults to http://<listen>.
-    #[arg(long, env = "LEADFLOW_PUBLIC_URL")]
-    pub public_url: Option<String>,
-
     /// Token guarding the operator routes. When unset, one is generated at first start and
     /// kept in <data dir>/admin-token.
     #[arg(long, env = "LEADFLOW_ADMIN_TOKEN", hide_env_values = true)]
@@ -102,13 +97,106 @@ pub struct HttpSettings {
 }
 
 impl HttpSettings {
-    pub fn public_url(&self) -> String {
-        match &self.public_url {
-            Some(u) => u.trim_end_matches('/').to_owned(),
-            None => format!("http://{}", self.listen),
-        }
-    }
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TelephonyKind {
+    /// No network: each call's outcome is simulated and reported after a delay.
+    Sim,
+    /// Twilio's Calls API (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN).
+    Twilio,
+}
+
+/// Who places the callback calls, and how the callback step waits for them.
+#[derive(Debug, Clone, Args)]
+pub struct TelephonySettings {
+    /// Who places calls: `sim` (the default; no network) or `twilio`.
+    #[arg(long, env = "LEADFLOW_TELEPHONY", value_enum, default_value_t = TelephonyKind::Sim)]
+    pub telephony: TelephonyKind,
+
+    /// The URL providers reach leadflow at, for TwiML and status callbacks (and shown in hook
+    /// URLs). Defaults to http://<LEADFLOW_LISTEN>.
+    #[arg(long, env = "LEADFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Simulated outcomes, Twilio CallStatus words: a lead's attempt N ends as entry N
+    /// (the last entry repeats), e.g. `busy,no-answer,completed`.
+    #[arg(long, env = "LEADFLOW_SIM_OUTCOMES", default_value = "completed")]
+    pub sim_outcomes: String,
+
+    /// How long after a simulated call its statuses are reported.
+    #[arg(long, env = "LEADFLOW_SIM_DELAY_MS", default_value_t = 1000)]
+    pub sim_delay_ms: u64,
+
+    /// Twilio account SID.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
+    /// Twilio auth token: authenticates API calls and verifies status callbacks.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// Twilio's API host; tests point it at a local server.
+    #[arg(long, env = "TWILIO_API_BASE", default_value = crate::telephony::twilio::DEFAULT_API_BASE)]
+    pub twilio_api_base: String,
+
+    /// A call that may have been placed (the provider timed out after the request went out)
+    /// waits this long for a status callback before the attempt may be retried.
+    #[arg(long, env = "LEADFLOW_CALLBACK_UNKNOWN_WINDOW_S", default_value_t = 120)]
+    pub unknown_window_s: u64,
+
+    /// A placed call without a final status after this long fails its run (no second call
+    /// is risked).
+    #[arg(long, env = "LEADFLOW_CALLBACK_OUTCOME_TIMEOUT_S", default_value_t = 7200)]
+    pub outcome_timeout_s: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelephonyError {
+    #[error("LEADFLOW_SIM_OUTCOMES: {0}")]
+    SimOutcomes(#[from] crate::telephony::sim::SimConfigError),
+    #[error("LEADFLOW_TELEPHONY=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")]
+    TwilioMissing,
+}
+
+impl TelephonySettings {
+    /// The public URL, defaulting to the address the service listens on.
+    pub fn public_url(&self, listen: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{listen}"),
+        }
+    }
+
+    pub fn engine_config(&self, listen: SocketAddr) -> Result<crate::steps::EngineConfig, TelephonyError> {
+        use crate::steps::{CallbackSettings, EngineConfig, ProviderConfig};
+        use crate::telephony::{sim, twilio};
+        let provider = match self.telephony {
+            TelephonyKind::Sim => ProviderConfig::Sim(sim::SimConfig {
+                delay: Duration::from_millis(self.sim_delay_ms),
+                outcomes: sim::parse_outcomes(&self.sim_outcomes)?,
+            }),
+            TelephonyKind::Twilio => {
+                let (Some(sid), Some(token)) = (&self.twilio_account_sid, &self.twilio_auth_token) else {
+                    return Err(TelephonyError::TwilioMissing);
+                };
+                let mut cfg = twilio::TwilioConfig::new(sid.clone(), token.clone());
+                cfg.api_base = self.twilio_api_base.trim_end_matches('/').to_owned();
+                ProviderConfig::Twilio(cfg)
+            }
+        };
+        Ok(EngineConfig {
+            clock: crate::clock::Clock::System,
+            provider,
+            callbacks: CallbackSettings {
+                public_url: self.public_url(listen),
+                unknown_window: Duration::from_secs(self.unknown_window_s),
+                outcome_timeout: Duration::from_secs(self.outcome_timeout_s),
+                ..CallbackSettings::default()
+            },
+        })
     }
 }

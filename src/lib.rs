@@ -7,6 +7,7 @@
 
 pub mod blocklist;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod hooks;
@@ -17,11 +18,14 @@ pub mod phone;
 pub mod queue;
 pub mod reply;
 pub mod retry;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod steps;
 pub mod telemetry;
+pub mod telephony;
 pub mod timeline;
+pub mod tz;
 pub mod validate;
 pub mod worker;
 pub mod workflow;

@@ -76,6 +76,20 @@ pub async fn push_step(
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
 ) -> Result<String, QueueError> {
+    let key = job.idempotency_key(step);
+    push_step_keyed(conn, step, job, &key, run_at, max_attempts).await
+}
+
+/// As [`push_step`], with the caller's idempotency key (a step that waits pushes a follow-up
+/// job for the same execution, keyed `…:wait:{k}`).
+pub async fn push_step_keyed(
+    conn: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    key: &str,
+    run_at: Option<jiff::Timestamp>,
+    max_attempts: u32,
+) -> Result<String, QueueError> {
     let args = serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
         step,
         run_id: job.run_id,
@@ -84,7 +98,7 @@ pub async fn push_step(
     let id = Ulid::generate();
     let mut builder = TaskBuilder::new(args)
         .task_id(TaskId::from_ulid(id))
-        .idempotency_key(job.idempotency_key(step))
+        .idempotency_key(key)
         .max_attempts(max_attempts.max(1) as usize);
     if let Some(at) = run_at {
         // apalis stores whole seconds; round up so a job never runs before its time.
@@ -92,7 +106,7 @@ pub async fn push_step(
         builder = builder.run_at_timestamp(secs.max(0) as u64);
     }
     let task: PgTask = builder.build();
-    apalis_postgres::queries::push_tasks(conn, queue_name(step), vec![task])
+    apalis_postgres::queries::push_tasks(&mut *conn, queue_name(step), vec![task])
         .await
         .map_err(|source| QueueError::Push {
             step,
@@ -100,6 +114,20 @@ pub async fn push_step(
             source,
         })?;
     Ok(id.to_string())
+}
+
+/// Tells idle workers of `step`'s queue that job `id` is due now, the way apalis's insert
+/// trigger does for new jobs; used when an existing job is brought forward.
+pub async fn announce(conn: &mut PgConnection, step: Step, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_notify('apalis::job::insert', \
+                json_build_object('job_type', $1::text, 'id', $2::text, 'run_at', now())::text)",
+    )
+    .bind(queue_name(step))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Wakes an idle worker when a job is inserted (LISTEN/NOTIFY, milliseconds) and on a timer

@@ -14,6 +14,8 @@ use sqlx::PgPool;
 use crate::intake::{self, Intake};
 use crate::operator::api::{self as operator_api, AdminToken};
 use crate::reply::{self, ApiError};
+use crate::steps::Engine;
+use crate::steps::callback::webhook;
 
 /// The OpenAPI 3.1 document, written by hand next to the routes it describes; a test checks
 /// that the two agree.
@@ -23,17 +25,21 @@ pub struct AppState {
     pub pool: PgPool,
     pub intake: Arc<Intake>,
     pub admin: Arc<AdminToken>,
+    pub engine: Arc<Engine>,
 }
 
 pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/v1/webhooks/inbound", post(intake::inbound))
+        .at("/v1/telephony/twilio/status", post(webhook::status))
+        .at("/v1/telephony/twilio/twiml/:attempt_id", get(webhook::twiml).post(webhook::twiml))
         .nest("/v1", operator_api::routes(state.admin.clone()))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/openapi.json", get(openapi))
         .data(state.pool)
         .data(state.intake)
+        .data(state.engine)
         .with(Tracing)
         .catch_all_error(|err: poem::Error| async move {
             let code = err.status();

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
-use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -16,9 +15,8 @@ use crate::config::{HttpSettings, WorkerSettings};
 use crate::intake::Intake;
 use crate::operator::api::AdminToken;
 use crate::server::{self, AppState};
-use crate::steps::{Engine, faults::Faults};
+use crate::steps::Engine;
 use crate::worker::Workers;
-use crate::workflow::Workflows;
 
 pub struct Service {
     pub addr: SocketAddr,
@@ -29,28 +27,25 @@ pub struct Service {
 }
 
 impl Service {
+    /// Serves HTTP on `http.listen` and, when `workers` is given, runs the workers, all over
+    /// the engine's pool.
     pub async fn start(
-        pool: PgPool,
-        workflows: Arc<Workflows>,
+        engine: Arc<Engine>,
         http: &HttpSettings,
         admin_token: &str,
         workers: Option<&WorkerSettings>,
     ) -> io::Result<Service> {
-        let engine = Arc::new(Engine {
-            pool: pool.clone(),
-            workflows: workflows.clone(),
-            faults: Faults::default(),
-        });
         let intake = Arc::new(Intake {
-            pool: pool.clone(),
-            workflows,
+            pool: engine.pool.clone(),
+            workflows: engine.workflows.clone(),
             max_body_bytes: http.max_body_bytes,
             request_timeout: http.request_timeout(),
         });
         let app = server::app(AppState {
-            pool,
+            pool: engine.pool.clone(),
             intake,
             admin: Arc::new(AdminToken::new(admin_token)),
+            engine: engine.clone(),
         });
         let acceptor = TcpListener::bind(http.listen).into_acceptor().await?;
         let addr = acceptor

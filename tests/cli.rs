@@ -19,6 +19,7 @@ fn leadflow(data_dir: &Path, listen: &str) -> Command {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"),
         )
         .env("LEADFLOW_POLL_INTERVAL_MS", "50")
+        .env("LEADFLOW_SIM_DELAY_MS", "100")
         .env("RUST_LOG", "info");
     cmd
 }
@@ -144,7 +145,7 @@ async fn serve_runs_on_a_private_postgres_that_survives_restarts() {
 
     // Another process reaches the running private server, and leaves it running.
     let out = leadflow(&data_dir, serve.base.trim_start_matches("http://"))
-        .args(["hooks", "create", "--name", "website-form", "--json"])
+        .args(["hooks", "create", "--name", "website-form", "--workflow", "always-open", "--json"])
         .output()
         .expect("hooks create runs");
     assert!(
@@ -172,8 +173,10 @@ async fn serve_runs_on_a_private_postgres_that_survives_restarts() {
     let body: Value = resp.json().await.expect("json");
     let lead = body["lead_id"].as_str().expect("lead id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while lead_status(&serve.base, &admin, &lead).await != "routed" {
-        assert!(Instant::now() < deadline, "lead never routed");
+    // The always-open team takes calls at any hour, and the default simulator answers every
+    // call: the lead is routed, then called.
+    while lead_status(&serve.base, &admin, &lead).await != "called" {
+        assert!(Instant::now() < deadline, "lead never called");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -182,7 +185,7 @@ async fn serve_runs_on_a_private_postgres_that_survives_restarts() {
 
     // Restart: same data, same admin token.
     let serve = Serve::start(&data_dir).await;
-    assert_eq!(lead_status(&serve.base, &admin, &lead).await, "routed");
+    assert_eq!(lead_status(&serve.base, &admin, &lead).await, "called");
     assert_eq!(serve.terminate().code(), Some(0));
     remove_data_dir(&data_dir);
 }

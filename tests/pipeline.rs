@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 async fn rules_app() -> TestApp {
     TestApp::start_with(Options {
         workflows_dir: repo_path("tests/fixtures/workflows"),
-        workers: true,
+        ..Options::default()
     })
     .await
 }
@@ -23,12 +23,14 @@ async fn submit(app: &TestApp, token: &str, body: &Value) -> String {
     resp["lead_id"].as_str().expect("lead_id").to_owned()
 }
 
-/// The sample, routed by rules rather than by its team id.
+/// The sample, routed by rules rather than by its team id, and without a callback, so its run
+/// ends `routed` (tests/callback.rs covers the callback).
 fn lead(hook: &str, i: u32, edit: impl FnOnce(&mut Value)) -> Value {
     let mut body = sample(hook, &us_phone(i));
     body.as_object_mut()
         .expect("object")
         .remove("team_id_field");
+    body["is_auto"] = json!(0);
     edit(&mut body);
     body
 }
@@ -284,20 +286,8 @@ async fn a_job_of_a_dead_worker_is_rescued_and_the_run_completes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    app.service.take().expect("running").abort();
     // A new process: new worker names; the old one's job is rescued after the rescue timeout.
-    let workers = common::worker_settings(app.workflows_dir.clone());
-    let restarted = leadflow::service::Service::start(
-        app.db.pool.clone(),
-        app.workflows.clone(),
-        &common::http_settings(),
-        common::ADMIN_TOKEN,
-        Some(&workers),
-    )
-    .await
-    .expect("restart");
-    app.base = format!("http://{}", restarted.addr);
-    app.service = Some(restarted);
+    app.crash_and_restart().await;
     let view = app
         .wait_for_run(&id, "routed", Duration::from_secs(30))
         .await;
@@ -312,42 +302,27 @@ async fn a_job_of_a_dead_worker_is_rescued_and_the_run_completes() {
 #[tokio::test]
 async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
     // A long poll interval: only LISTEN/NOTIFY can explain a fast pickup.
-    let db = common::TestDb::new().await;
-    let dir = repo_path("tests/fixtures/workflows");
-    let workflows =
-        std::sync::Arc::new(leadflow::workflow::Workflows::load_dir(&dir).expect("load"));
-    let mut workers = common::worker_settings(dir);
+    let mut app = TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let mut workers = common::worker_settings(app.workflows_dir.clone());
     workers.poll_interval_ms = 10_000;
-    let svc = leadflow::service::Service::start(
-        db.pool.clone(),
-        workflows,
-        &common::http_settings(),
-        common::ADMIN_TOKEN,
-        Some(&workers),
-    )
-    .await
-    .expect("start");
+    app.workers = Some(workers);
+    app.crash_and_restart().await;
     // Let the listeners connect before the first insert.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let hook = leadflow::hooks::create(&db.pool, "rules-form", "rules", true, "http://x")
-        .await
-        .expect("hook");
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("http://{}/v1/webhooks/inbound", svc.addr))
-        .bearer_auth(&hook.token)
-        .json(&lead("rules-form", 60, |_| {}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(resp.status(), 200);
+    let hook = app.hook("rules-form", "rules", false).await;
+    let id = submit(&app, &hook.token, &lead("rules-form", 60, |_| {})).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let done: Option<(f64,)> = sqlx::query_as(
             "SELECT EXTRACT(EPOCH FROM (r.finished_at - v.finished_at))::float8 FROM steps v \
              JOIN steps r ON r.run_id = v.run_id AND r.name = 'route' AND r.status = 'ok' WHERE v.name = 'validate'",
         )
-        .fetch_optional(&db.pool)
+        .fetch_optional(&app.db.pool)
         .await
         .expect("query");
         if let Some((secs,)) = done {
@@ -363,5 +338,5 @@ async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    svc.shutdown().await;
+    app.wait_for_run(&id, "routed", Duration::from_secs(1)).await;
 }

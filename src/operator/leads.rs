@@ -16,7 +16,33 @@ pub struct LeadView {
     pub lead: LeadSummary,
     pub run: Option<RunView>,
     pub steps: Vec<StepView>,
+    pub callback: CallbackView,
     pub timeline: Vec<TimelineEntry>,
+}
+
+/// The latest run's callback: when the next call is due, what set that time, and every
+/// attempt with its outcome and the provider's call id.
+#[derive(Debug, Default, Serialize)]
+pub struct CallbackView {
+    pub scheduled_for: Option<At>,
+    pub rule: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct AttemptView {
+    pub n: i32,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub provider: String,
+    pub provider_call_id: Option<String>,
+    pub scheduled_for: At,
+    pub placed_at: Option<At>,
+    pub answered_by: Option<String>,
+    pub call_status: Option<String>,
+    pub lead_zone: Option<String>,
+    pub zone_rule: String,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +65,10 @@ pub struct RunView {
     pub created_at: At,
     pub updated_at: At,
     pub reason: Option<String>,
+    #[serde(skip)]
+    pub scheduled_for: Option<At>,
+    #[serde(skip)]
+    pub schedule_rule: Option<String>,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -103,7 +133,7 @@ pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx
         received_at,
     };
     let run: Option<RunView> = sqlx::query_as(
-        "SELECT id, status, created_at, updated_at, reason FROM runs \
+        "SELECT id, status, created_at, updated_at, reason, scheduled_for, schedule_rule FROM runs \
          WHERE lead_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(lead_id)
@@ -119,6 +149,21 @@ pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx
         .await?,
         None => Vec::new(),
     };
+    let callback = match &run {
+        Some(run) => CallbackView {
+            scheduled_for: run.scheduled_for,
+            rule: run.schedule_rule.clone(),
+            attempts: sqlx::query_as(
+                "SELECT n, state, outcome, provider, provider_call_id, scheduled_for, placed_at, \
+                        answered_by, call_status, lead_zone, zone_rule, error \
+                 FROM callback_attempts WHERE run_id = $1 ORDER BY n",
+            )
+            .bind(run.id)
+            .fetch_all(pool)
+            .await?,
+        },
+        None => CallbackView::default(),
+    };
     let timeline = sqlx::query_as(
         "SELECT at, event, actor, detail FROM timeline WHERE lead_id = $1 ORDER BY id",
     )
@@ -129,6 +174,7 @@ pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx
         lead,
         run,
         steps,
+        callback,
         timeline,
     }))
 }

@@ -12,6 +12,9 @@ use crate::lead::Step;
 enum Fault {
     Fail,
     Hang,
+    /// Hang after the provider accepted a call, before leadflow records it: a crash between
+    /// the HTTP answer and the commit.
+    HangAfterPlace,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +32,18 @@ impl Faults {
     /// mid-step: the job stays claimed until its worker is gone and it is rescued.
     pub fn hang_next(&self, step: Step, times: u32) {
         self.set(step, Fault::Hang, times);
+    }
+
+    /// Makes the next `times` callback executions hang right after the provider accepted the
+    /// call and before the attempt row records it, as a process killed at that moment would.
+    pub fn hang_after_place(&self, times: u32) {
+        self.set(Step::Callback, Fault::HangAfterPlace, times);
+    }
+
+    pub(crate) async fn after_place(&self) {
+        if self.take(Step::Callback, Fault::HangAfterPlace) {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn set(&self, step: Step, fault: Fault, times: u32) {

@@ -6,31 +6,23 @@
 //! graph never forks or stalls. A failure is recorded in its own transaction with the next
 //! attempt time, which is also written to the job's `run_at`: retries survive restarts.
 
+pub mod callback;
 mod context;
+mod engine;
 pub mod faults;
 mod qualify;
 mod route;
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::lead::{RunStatus, Step};
 use crate::queue::{self, QueueError, StepJob};
 use crate::timeline;
-use crate::workflow::Workflows;
 pub use context::RunContext;
-use faults::Faults;
-
-/// What the workers share: the pool, the workflow definitions and the test fault switches.
-pub struct Engine {
-    pub pool: PgPool,
-    pub workflows: Arc<Workflows>,
-    pub faults: Faults,
-}
+pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -42,6 +34,8 @@ pub enum StepError {
     RunMissing(Uuid),
     #[error("workflow {0:?} is not loaded")]
     WorkflowMissing(String),
+    #[error("team {team:?} is not in workflow {workflow:?}")]
+    TeamMissing { workflow: String, team: String },
     #[error("stored submission of lead {lead_id} is unreadable: {source}")]
     Submission {
         lead_id: Uuid,
@@ -91,7 +85,7 @@ pub async fn run_job(
 ) -> Result<(), StepError> {
     let span = tracing::info_span!("step", %step, run_id = %job.run_id, n = job.n, job_id, attempt);
     async {
-        match execute(engine, step, job, attempt).await {
+        match execute(engine, step, job, job_id, attempt).await {
             Ok(()) => Ok(()),
             Err(err) => {
                 tracing::warn!(error = %err, "step failed");
@@ -109,45 +103,68 @@ pub async fn run_job(
     .await
 }
 
-async fn execute(engine: &Engine, step: Step, job: StepJob, attempt: u32) -> Result<(), StepError> {
-    let mut tx = engine.pool.begin().await?;
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT status FROM steps WHERE run_id = $1 AND name = $2 AND n = $3 FOR UPDATE",
+/// Locks the step row and loads its run. `None` when there is nothing to do: the job is a
+/// stale delivery (the step has moved on to another job), the step is already settled, or the
+/// run has ended (the step is then marked cancelled).
+pub(crate) async fn claim(
+    tx: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+) -> Result<Option<RunContext>, StepError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, job_id FROM steps WHERE run_id = $1 AND name = $2 AND n = $3 FOR UPDATE",
     )
     .bind(job.run_id)
     .bind(step.as_str())
     .bind(job.n)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status,)) = row else {
+    let Some((status, current_job)) = row else {
         tracing::warn!("no step row for this job; nothing to do");
+        return Ok(None);
+    };
+    if current_job.as_deref().is_some_and(|j| j != job_id) {
+        tracing::info!("stale delivery: the step has moved on to another job");
+        return Ok(None);
+    }
+    if matches!(status.as_str(), "ok" | "failed" | "cancelled") {
+        tracing::info!(status, "step already settled by an earlier delivery; skipping");
+        return Ok(None);
+    }
+    let ctx = RunContext::load(tx, job.run_id).await?;
+    if ctx.status.is_terminal() {
+        set_step(tx, step, job, "cancelled", attempt, None, None).await?;
+        tracing::info!(run_status = %ctx.status, "run already ended; step not executed");
+        return Ok(None);
+    }
+    Ok(Some(ctx))
+}
+
+async fn execute(
+    engine: &Engine,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+) -> Result<(), StepError> {
+    if step == Step::Callback {
+        return callback::execute(engine, job, job_id, attempt).await;
+    }
+    let mut tx = engine.pool.begin().await?;
+    let Some(ctx) = claim(&mut tx, step, job, job_id, attempt).await? else {
+        tx.commit().await?;
         return Ok(());
     };
-    if matches!(status.as_str(), "ok" | "failed" | "cancelled") {
-        tracing::info!(
-            status,
-            "step already settled by an earlier delivery; skipping"
-        );
-        return Ok(());
-    }
-    let ctx = RunContext::load(&mut tx, job.run_id).await?;
-    if ctx.status.is_terminal() {
-        set_step(&mut tx, step, job, "cancelled", attempt, None, None).await?;
-        tx.commit().await?;
-        tracing::info!(run_status = %ctx.status, "run already ended; step not executed");
-        return Ok(());
-    }
     engine.faults.check(step).await?;
-    let workflow = engine
-        .workflows
-        .get(&ctx.workflow)
-        .ok_or_else(|| StepError::WorkflowMissing(ctx.workflow.clone()))?;
+    let workflow = engine.workflow(&ctx.workflow)?;
     let transition = match step {
         Step::Qualify => qualify::decide(&mut tx, workflow, &ctx).await?,
-        Step::Route => route::decide(&mut tx, workflow, &ctx).await?,
+        Step::Route => route::decide(&mut tx, engine, workflow, &ctx).await?,
         Step::Validate | Step::Callback => Transition::Finish {
             status: RunStatus::Failed,
-            reason: Some(format!("step {step} does not run on workers yet")),
+            reason: Some(format!("step {step} does not run on workers")),
             output: Value::Null,
             event: "run.failed",
         },

@@ -21,6 +21,8 @@ pub struct Team {
     /// How long each agent leg rings before it counts as unanswered.
     #[serde(serialize_with = "duration::serialize")]
     pub ring_timeout: Duration,
+    /// Said to the lead when they answer, before the agents are dialled.
+    pub whisper: Option<String>,
     #[serde(flatten)]
     pub schedule: BusinessHours,
     pub callback: CallbackPolicy,
@@ -45,8 +47,21 @@ struct TeamFile {
         deserialize_with = "deserialize_ring_timeout"
     )]
     ring_timeout: Duration,
+    #[serde(default, deserialize_with = "deserialize_whisper")]
+    whisper: Option<String>,
     #[serde(default)]
     callback: CallbackPolicy,
+}
+
+/// A whisper is read out by text-to-speech while the lead waits: keep it short.
+fn deserialize_whisper<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    let text = text.trim();
+    match text.chars().count() {
+        0 => Ok(None),
+        1..=300 => Ok(Some(text.to_owned())),
+        _ => Err(serde::de::Error::custom("whisper must be at most 300 characters")),
+    }
 }
 
 impl From<TeamFile> for Team {
@@ -56,6 +71,7 @@ impl From<TeamFile> for Team {
             agents: f.agents,
             ring: f.ring,
             ring_timeout: f.ring_timeout,
+            whisper: f.whisper,
             schedule: BusinessHours {
                 timezone: f.timezone,
                 hours: f.hours,
@@ -91,11 +107,17 @@ fn deserialize_ring_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Duration,
     Ok(t)
 }
 
+/// Providers ring at most this many numbers at once (Twilio's `<Dial>` limit).
+pub const MAX_AGENTS: usize = 10;
+
 fn deserialize_agents<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<E164>, D::Error> {
     use serde::de::Error;
     let agents = Vec::<E164>::deserialize(d)?;
     if agents.is_empty() {
         return Err(Error::custom("a team needs at least one agent"));
+    }
+    if agents.len() > MAX_AGENTS {
+        return Err(Error::custom(format!("a team has at most {MAX_AGENTS} agents")));
     }
     for (i, a) in agents.iter().enumerate() {
         if agents[..i].contains(a) {
@@ -158,6 +180,10 @@ pub struct CallbackPolicy {
     pub stagger: Duration,
     #[serde(default)]
     pub delays: OutcomeDelays,
+    /// When an answering machine picks up: `false` (the default) counts it as no-answer and
+    /// tries again; `true` lets the call go on to voicemail and counts it as called.
+    #[serde(default)]
+    pub leave_voicemail: bool,
 }
 
 impl Default for CallbackPolicy {
@@ -167,6 +193,7 @@ impl Default for CallbackPolicy {
             daily_cap: 3,
             stagger: default_stagger(),
             delays: OutcomeDelays::default(),
+            leave_voicemail: false,
         }
     }
 }

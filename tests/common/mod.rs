@@ -3,12 +3,17 @@
 //! free port, reached over real sockets.
 #![allow(dead_code)]
 
+pub mod fake_twilio;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use leadflow::clock::Clock;
 use leadflow::config::{HttpSettings, WorkerSettings};
+use leadflow::steps::{CallbackSettings, Engine, EngineConfig, ProviderConfig};
+use leadflow::telephony::sim::SimConfig;
 use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use leadflow::hooks::{self, CreatedHook};
 use leadflow::service::Service;
@@ -96,7 +101,6 @@ pub fn worker_settings(workflows_dir: PathBuf) -> WorkerSettings {
 pub fn http_settings() -> HttpSettings {
     HttpSettings {
         listen: "127.0.0.1:0".parse().expect("literal address"),
-        public_url: None,
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         max_body_bytes: 256 * 1024,
         request_timeout_ms: 10_000,
@@ -110,11 +114,17 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub workflows: Arc<Workflows>,
     pub workflows_dir: PathBuf,
+    pub http: HttpSettings,
+    pub config: EngineConfig,
+    pub workers: Option<WorkerSettings>,
 }
 
 pub struct Options {
     pub workflows_dir: PathBuf,
     pub workers: bool,
+    pub clock: Clock,
+    pub provider: ProviderConfig,
+    pub callbacks: CallbackSettings,
 }
 
 impl Default for Options {
@@ -122,8 +132,21 @@ impl Default for Options {
         Options {
             workflows_dir: repo_path("workflows"),
             workers: true,
+            clock: Clock::System,
+            provider: ProviderConfig::Sim(SimConfig {
+                delay: Duration::from_millis(50),
+                ..SimConfig::default()
+            }),
+            callbacks: CallbackSettings::default(),
         }
     }
+}
+
+/// A free local address, so the public URL (in callback URLs) is known before the service
+/// starts.
+pub fn free_addr() -> std::net::SocketAddr {
+    let sock = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    sock.local_addr().expect("addr")
 }
 
 impl TestApp {
@@ -134,27 +157,55 @@ impl TestApp {
     pub async fn start_with(opts: Options) -> TestApp {
         let db = TestDb::new().await;
         let workflows = Arc::new(Workflows::load_dir(&opts.workflows_dir).expect("workflows load"));
-        let workers = worker_settings(opts.workflows_dir.clone());
-        let service = Service::start(
-            db.pool.clone(),
-            workflows.clone(),
-            &http_settings(),
-            ADMIN_TOKEN,
-            opts.workers.then_some(&workers),
-        )
-        .await
-        .expect("service starts");
-        TestApp {
-            base: format!("http://{}", service.addr),
+        let mut http = http_settings();
+        http.listen = free_addr();
+        let base = format!("http://{}", http.listen);
+        let config = EngineConfig {
+            clock: opts.clock,
+            provider: opts.provider,
+            callbacks: CallbackSettings { public_url: base.clone(), ..opts.callbacks },
+        };
+        let workers = opts.workers.then(|| worker_settings(opts.workflows_dir.clone()));
+        let mut app = TestApp {
+            base,
             db,
-            service: Some(service),
+            service: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
             workflows,
             workflows_dir: opts.workflows_dir,
+            http,
+            config,
+            workers,
+        };
+        app.service = Some(app.start_service().await);
+        app
+    }
+
+    /// A new engine and service on the same address and database: a process restart.
+    pub async fn start_service(&self) -> Service {
+        let engine = Engine::build(self.db.pool.clone(), self.workflows.clone(), self.config.clone()).expect("engine");
+        Service::start(engine, &self.http, ADMIN_TOKEN, self.workers.as_ref())
+            .await
+            .expect("service starts")
+    }
+
+    /// Kills the running service as a crash would (no acknowledgements, no clean-up) and
+    /// starts a new one in its place.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(old) = self.service.take() {
+            old.abort();
         }
+        // The aborted server releases its port asynchronously.
+        for _ in 0..100 {
+            if std::net::TcpListener::bind(self.http.listen).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.service = Some(self.start_service().await);
     }
 
     pub fn service(&self) -> &Service {

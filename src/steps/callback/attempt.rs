@@ -1,0 +1,285 @@
+//! One call attempt: its row (written before the provider is called), placing the call, and
+//! recording what the provider said. The row and its states are the guard that makes a
+//! redelivered job never phone the lead twice: Twilio's Calls API takes no idempotency key.
+
+use jiff::Timestamp;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::policy::Outcome;
+use super::plan::Plan;
+use super::{Exec, webhook};
+use crate::db::At;
+use crate::lead::Step;
+use crate::queue::StepJob;
+use crate::steps::{RunContext, StepError};
+use crate::telephony::{CallRequest, PlaceError};
+use crate::timeline;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    /// Written; the provider may or may not have the call.
+    Placing,
+    /// The provider certainly did not take the call: it may be asked again.
+    Retry,
+    /// The provider returned a call id.
+    Placed,
+    /// Sent, but no answer came back: the call may be out.
+    Unknown,
+    Done,
+}
+
+impl State {
+    fn parse(s: &str) -> State {
+        match s {
+            "placing" => State::Placing,
+            "retry" => State::Retry,
+            "placed" => State::Placed,
+            "unknown" => State::Unknown,
+            _ => State::Done,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct AttemptRow {
+    pub id: Uuid,
+    pub n: i32,
+    pub state: State,
+    pub placed_at: Option<At>,
+    pub updated_at: At,
+    pub outcome: Option<Outcome>,
+    pub place_errors: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct Raw {
+    id: Uuid,
+    n: i32,
+    state: String,
+    placed_at: Option<At>,
+    updated_at: At,
+    outcome: Option<String>,
+    place_errors: i32,
+}
+
+impl From<Raw> for AttemptRow {
+    fn from(r: Raw) -> Self {
+        AttemptRow {
+            id: r.id,
+            n: r.n,
+            state: State::parse(&r.state),
+            placed_at: r.placed_at,
+            updated_at: r.updated_at,
+            outcome: r.outcome.as_deref().and_then(Outcome::parse),
+            place_errors: r.place_errors,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, n, state, placed_at, updated_at, outcome, place_errors";
+
+/// The attempt owned by this step execution, locked.
+pub(super) async fn current(tx: &mut PgConnection, job: StepJob) -> Result<Option<AttemptRow>, sqlx::Error> {
+    let row: Option<Raw> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM callback_attempts WHERE run_id = $1 AND step_n = $2 FOR UPDATE"
+    )))
+    .bind(job.run_id)
+    .bind(job.n)
+    .fetch_optional(tx)
+    .await?;
+    Ok(row.map(AttemptRow::from))
+}
+
+pub(super) async fn create(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+    job: StepJob,
+    team_id: &str,
+    provider: &str,
+    plan: &Plan,
+    now: Timestamp,
+) -> Result<AttemptRow, sqlx::Error> {
+    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO callback_attempts (id, run_id, lead_id, n, step_n, team, provider, state, \
+                                        scheduled_for, lead_zone, zone_rule, created_at, updated_at) \
+         SELECT $1, $2, $3, COALESCE(MAX(n), 0) + 1, $4, $5, $6, 'placing', \
+                COALESCE((SELECT scheduled_for FROM runs WHERE id = $2), $8), $7, $9, $8, $8 \
+         FROM callback_attempts WHERE run_id = $2 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(Uuid::now_v7())
+    .bind(ctx.run_id)
+    .bind(ctx.lead_id)
+    .bind(job.n)
+    .bind(team_id)
+    .bind(provider)
+    .bind(&plan.zone)
+    .bind(At(now))
+    .bind(plan.zone_rule.as_str())
+    .fetch_one(tx)
+    .await?;
+    Ok(row.into())
+}
+
+pub(super) async fn mark_placing(tx: &mut PgConnection, id: Uuid, now: Timestamp) -> Result<AttemptRow, sqlx::Error> {
+    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE callback_attempts SET state = 'placing', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(At(now))
+    .fetch_one(tx)
+    .await?;
+    Ok(row.into())
+}
+
+/// Records a final outcome that leadflow itself decided (a call whose fate never became known).
+pub(super) async fn settle(tx: &mut PgConnection, id: Uuid, outcome: Outcome, now: Timestamp) -> Result<AttemptRow, sqlx::Error> {
+    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE callback_attempts SET state = 'done', outcome = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(outcome.as_str())
+    .bind(At(now))
+    .fetch_one(tx)
+    .await?;
+    Ok(row.into())
+}
+
+/// The lead's calls placed in the 24 hours before `now`, across all its runs (the daily cap).
+pub(super) async fn recent_calls(tx: &mut PgConnection, lead_id: Uuid, now: Timestamp) -> Result<Vec<Timestamp>, sqlx::Error> {
+    let rows: Vec<(At,)> = sqlx::query_as(
+        "SELECT placed_at FROM callback_attempts \
+         WHERE lead_id = $1 AND placed_at > $2 - interval '24 hours' AND placed_at <= $2",
+    )
+    .bind(lead_id)
+    .bind(At(now))
+    .fetch_all(tx)
+    .await?;
+    Ok(rows.into_iter().map(|(at,)| at.0).collect())
+}
+
+/// The outcomes of the run's attempts before attempt `n`, oldest first.
+pub(super) async fn earlier_outcomes(tx: &mut PgConnection, run_id: Uuid, n: i32) -> Result<Vec<Outcome>, sqlx::Error> {
+    let rows: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT outcome FROM callback_attempts WHERE run_id = $1 AND n < $2 ORDER BY n")
+            .bind(run_id)
+            .bind(n)
+            .fetch_all(tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(o,)| o.as_deref().and_then(Outcome::parse).unwrap_or(Outcome::Lost))
+        .collect())
+}
+
+impl Exec<'_> {
+    /// Asks the provider to place the attempt's call (no transaction is held meanwhile), then
+    /// records its answer and moves the step on.
+    pub(super) async fn place(&self, row: AttemptRow) -> Result<(), StepError> {
+        let engine = self.engine;
+        let settings = &engine.callbacks;
+        let req = CallRequest {
+            attempt_id: row.id,
+            to: self.ctx.phone_e164.clone().unwrap_or_default(),
+            from: self.team.caller_id.as_str().to_owned(),
+            twiml_url: webhook::twiml_url(engine, row.id),
+            status_callback: webhook::status_url(engine, row.id),
+            timeout: settings.lead_ring_timeout,
+            lead_id: self.ctx.lead_id,
+            attempt_number: row.n as u32,
+        };
+        let span = tracing::info_span!("call", attempt_id = %row.id, n = row.n, provider = engine.provider.name());
+        let result = tracing::Instrument::instrument(engine.provider.place(&req), span).await;
+        engine.faults.after_place().await;
+
+        let mut tx = engine.pool.begin().await?;
+        let now = engine.clock.now();
+        // A status callback may have settled the attempt while the request was out.
+        let Some(current) = current(&mut tx, self.job).await? else {
+            return Ok(());
+        };
+        if current.state == State::Done && result.is_err() {
+            self.decide(&mut tx, &current, now).await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        match result {
+            Ok(placed) => {
+                let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
+                            placed_at = COALESCE(placed_at, $3), updated_at = $3, \
+                            state = CASE WHEN state = 'done' THEN 'done' ELSE 'placed' END \
+                     WHERE id = $1 RETURNING {COLUMNS}"
+                )))
+                .bind(current.id)
+                .bind(&placed.call_sid)
+                .bind(At(now))
+                .fetch_one(&mut *tx)
+                .await?;
+                let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
+                timeline::record(&mut tx, self.ctx.lead_id, Some(self.ctx.run_id), "call.placed", timeline::SYSTEM, detail).await?;
+                let row = AttemptRow::from(row);
+                if row.state == State::Done {
+                    self.decide(&mut tx, &row, now).await?;
+                } else {
+                    let limit = jiff::SignedDuration::try_from(settings.outcome_timeout).unwrap_or_default();
+                    self.wait(&mut tx, now.checked_add(limit).unwrap_or(now), None).await?;
+                }
+            }
+            Err(PlaceError::Transient(message)) => {
+                let errors = current.place_errors + 1;
+                match settings.provider_retry.delay_after(errors as u32, rand::random()) {
+                    Some(delay) => {
+                        record_error(&mut tx, current.id, "retry", errors, &message, now).await?;
+                        let delay = jiff::SignedDuration::try_from(delay).unwrap_or_default();
+                        self.wait(&mut tx, now.checked_add(delay).unwrap_or(now), None).await?;
+                    }
+                    None => {
+                        record_error(&mut tx, current.id, "done", errors, &message, now).await?;
+                        let a = settle(&mut tx, current.id, Outcome::Failed, now).await?;
+                        let reason = format!("the provider stayed unavailable for {errors} tries: {message}");
+                        self.finish(&mut tx, crate::lead::RunStatus::Failed, &reason, &a).await?;
+                    }
+                }
+            }
+            Err(PlaceError::Permanent(message)) => {
+                record_error(&mut tx, current.id, "done", current.place_errors, &message, now).await?;
+                let a = settle(&mut tx, current.id, Outcome::of_refusal(&message), now).await?;
+                self.decide(&mut tx, &a, now).await?;
+            }
+            Err(PlaceError::Unknown(message)) => {
+                record_error(&mut tx, current.id, "unknown", current.place_errors, &message, now).await?;
+                let window = jiff::SignedDuration::try_from(settings.unknown_window).unwrap_or_default();
+                self.wait(&mut tx, now.checked_add(window).unwrap_or(now), None).await?;
+            }
+        }
+        tx.commit().await?;
+        tracing::debug!(step = %Step::Callback, "attempt recorded");
+        Ok(())
+    }
+}
+
+async fn record_error(
+    tx: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    errors: i32,
+    message: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    // A status callback that already settled the attempt keeps it settled.
+    sqlx::query(
+        "UPDATE callback_attempts SET state = CASE WHEN state = 'done' THEN 'done' ELSE $2 END, \
+                place_errors = $3, error = $4, updated_at = $5 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(errors)
+    .bind(message)
+    .bind(At(now))
+    .execute(tx)
+    .await?;
+    Ok(())
+}

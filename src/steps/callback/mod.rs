@@ -1,0 +1,316 @@
+//! The callback step: call the lead, at once or at the next moment the team's hours and the
+//! lead's calling window allow, and act on the outcome.
+//!
+//! One execution of the step owns one attempt. Its job runs several times: to place the
+//! call, then — woken by the call's final status, or by a timeout — to decide what comes next.
+//! Between those runs the step *waits*: it hands itself a follow-up job due at a given time
+//! (`run:{run}:callback:{n}:wait:{k}`), so waiting costs no worker and survives restarts.
+//!
+//! Exactly one call per attempt: the attempt row is committed before the provider is called;
+//! an execution that finds its attempt `placing` or `unknown` (a crash mid-call, a timeout
+//! after sending) never sends it again, but waits for a status callback until the unknown
+//! window has passed. Only a provider that certainly did not take the call (`retry`) is asked
+//! again, and that is not a new attempt.
+
+mod attempt;
+pub mod outcome;
+pub mod plan;
+pub mod policy;
+pub mod webhook;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{Engine, RunContext, StepError};
+use crate::lead::{RunStatus, Step};
+use crate::queue::{self, StepJob};
+use crate::timeline;
+use crate::workflow::{Team, Workflow};
+use attempt::{AttemptRow, State};
+use plan::{Plan, Rule};
+use policy::{Next, Outcome};
+
+/// What one delivery of a callback job works with.
+struct Exec<'a> {
+    engine: &'a Engine,
+    ctx: RunContext,
+    job: StepJob,
+    attempt: u32,
+    workflow: &'a Workflow,
+    team_id: String,
+    team: &'a Team,
+}
+
+pub(super) async fn execute(
+    engine: &Engine,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+) -> Result<(), StepError> {
+    let mut tx = engine.pool.begin().await?;
+    let Some(ctx) = super::claim(&mut tx, Step::Callback, job, job_id, attempt).await? else {
+        tx.commit().await?;
+        return Ok(());
+    };
+    engine.faults.check(Step::Callback).await?;
+    let workflow = engine.workflow(&ctx.workflow)?;
+    let team_id = ctx.team.clone().unwrap_or_else(|| workflow.default_team.clone());
+    let team = engine.team(&ctx.workflow, &team_id)?;
+    let exec = Exec {
+        engine,
+        ctx,
+        job,
+        attempt,
+        workflow,
+        team_id,
+        team,
+    };
+    let now = engine.clock.now();
+    let current = attempt::current(&mut tx, job).await?;
+    let to_place = match current {
+        None => exec.begin_attempt(&mut tx, now).await?,
+        Some(a) => match a.state {
+            State::Retry => exec.retry_attempt(&mut tx, a, now).await?,
+            State::Placing | State::Unknown => {
+                let window = SignedDuration::try_from(engine.callbacks.unknown_window).unwrap_or(SignedDuration::ZERO);
+                let until = a.updated_at.0.checked_add(window).unwrap_or(now);
+                if now < until {
+                    exec.wait(&mut tx, until, None).await?;
+                } else {
+                    // No status callback came for a call that may have gone out: count it as
+                    // an attempt whose fate is unknown, and carry on by the policy.
+                    let a = attempt::settle(&mut tx, a.id, Outcome::Lost, now).await?;
+                    exec.decide(&mut tx, &a, now).await?;
+                }
+                None
+            }
+            State::Placed => {
+                let limit = SignedDuration::try_from(engine.callbacks.outcome_timeout).unwrap_or(SignedDuration::ZERO);
+                let since = a.placed_at.map_or(a.updated_at.0, |p| p.0);
+                let until = since.checked_add(limit).unwrap_or(now);
+                if now < until {
+                    exec.wait(&mut tx, until, None).await?;
+                } else {
+                    // A call the provider took but never reported on: do not risk a second
+                    // call; hand the run to an operator.
+                    attempt::settle(&mut tx, a.id, Outcome::Lost, now).await?;
+                    let reason = format!("attempt {} got no final status from the provider", a.n);
+                    exec.finish(&mut tx, RunStatus::Failed, &reason, &a).await?;
+                }
+                None
+            }
+            State::Done => {
+                exec.decide(&mut tx, &a, now).await?;
+                None
+            }
+        },
+    };
+    tx.commit().await?;
+    if let Some(row) = to_place {
+        exec.place(row).await?;
+    }
+    Ok(())
+}
+
+impl Exec<'_> {
+    /// A fresh execution: call now if the hours allow (the attempt row is returned, committed
+    /// by the caller before the provider is called), else wait for the time.
+    async fn begin_attempt(&self, tx: &mut PgConnection, now: Timestamp) -> Result<Option<AttemptRow>, StepError> {
+        if let Some(what) = blocked(tx, &self.ctx).await? {
+            let reason = format!("the lead's {what} is on the block list");
+            self.end_without_attempt(tx, RunStatus::Unreachable, &reason).await?;
+            return Ok(None);
+        }
+        let Some(plan) = self.plan(tx, now, Rule::Now).await? else {
+            return Ok(None);
+        };
+        if plan.at > now + SignedDuration::from_secs(1) {
+            self.wait(tx, plan.at, Some(&plan)).await?;
+            return Ok(None);
+        }
+        let row = attempt::create(
+            tx,
+            &self.ctx,
+            self.job,
+            &self.team_id,
+            self.engine.provider.name(),
+            &plan,
+            now,
+        )
+        .await?;
+        super::touch_run(tx, self.ctx.run_id, Some(RunStatus::Calling), None).await?;
+        Ok(Some(row))
+    }
+
+    /// The provider did not take the call last time: ask again, still inside hours.
+    async fn retry_attempt(&self, tx: &mut PgConnection, a: AttemptRow, now: Timestamp) -> Result<Option<AttemptRow>, StepError> {
+        let Some(plan) = self.plan(tx, now, Rule::Now).await? else {
+            return Ok(None);
+        };
+        if plan.at > now + SignedDuration::from_secs(1) {
+            self.wait(tx, plan.at, Some(&plan)).await?;
+            return Ok(None);
+        }
+        Ok(Some(attempt::mark_placing(tx, a.id, now).await?))
+    }
+
+    /// When to call, or `None` (the run is failed) when the hours never allow it.
+    async fn plan(&self, tx: &mut PgConnection, earliest: Timestamp, asked: Rule) -> Result<Option<Plan>, StepError> {
+        let recent = attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?;
+        let e164 = self.ctx.phone_e164.as_deref().unwrap_or_default();
+        let plan = plan::when(
+            self.team,
+            &self.workflow.quiet_hours,
+            e164,
+            self.ctx.phone_region.as_deref(),
+            earliest,
+            asked,
+            &recent,
+        );
+        match plan {
+            Ok(plan) => Ok(Some(plan)),
+            Err(no) => {
+                self.end_without_attempt(tx, RunStatus::Failed, &no.to_string()).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Hands the step a follow-up job due at `until`; the current job then ends.
+    async fn wait(&self, tx: &mut PgConnection, until: Timestamp, plan: Option<&Plan>) -> Result<(), StepError> {
+        let (waits,): (i32,) = sqlx::query_as(
+            "UPDATE steps SET waits = waits + 1 WHERE run_id = $1 AND name = 'callback' AND n = $2 \
+             RETURNING waits",
+        )
+        .bind(self.job.run_id)
+        .bind(self.job.n)
+        .fetch_one(&mut *tx)
+        .await?;
+        let key = format!("{}:wait:{waits}", self.job.idempotency_key(Step::Callback));
+        let max = self.workflow.retry.max_attempts;
+        let due = self.engine.clock.to_real(until);
+        let job_id = queue::push_step_keyed(tx, Step::Callback, self.job, &key, Some(due), max).await?;
+        sqlx::query(
+            "UPDATE steps SET job_id = $3, status = 'waiting', next_run_at = $4, \
+             attempts = GREATEST(attempts, $5), started_at = COALESCE(started_at, now()) \
+             WHERE run_id = $1 AND name = 'callback' AND n = $2",
+        )
+        .bind(self.job.run_id)
+        .bind(self.job.n)
+        .bind(&job_id)
+        .bind(jiff_sqlx::Timestamp::from(due))
+        .bind(self.attempt as i32)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(plan) = plan {
+            schedule_run(tx, self.ctx.run_id, plan).await?;
+            let detail = json!({ "at": plan.at, "rule": plan.rule, "lead_zone": plan.zone, "zone_rule": plan.zone_rule });
+            timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.scheduled", timeline::SYSTEM, detail).await?;
+        }
+        Ok(())
+    }
+
+    /// The attempt is settled: end the run, or schedule the next attempt.
+    async fn decide(&self, tx: &mut PgConnection, a: &AttemptRow, now: Timestamp) -> Result<(), StepError> {
+        let outcome = a.outcome.unwrap_or(Outcome::Lost);
+        let earlier = attempt::earlier_outcomes(tx, self.ctx.run_id, a.n).await?;
+        match policy::next(outcome, &earlier, &self.team.callback) {
+            Next::Finish { status, reason } => self.finish(tx, status, &reason, a).await,
+            Next::Retry { after, reason } => {
+                let after = SignedDuration::try_from(after).unwrap_or(SignedDuration::ZERO);
+                let earliest = now.checked_add(after).unwrap_or(now);
+                let Some(plan) = self.plan(tx, earliest, Rule::RetryDelay).await? else {
+                    return Ok(());
+                };
+                let next = StepJob { run_id: self.job.run_id, n: self.job.n + 1 };
+                let due = self.engine.clock.to_real(plan.at);
+                super::enqueue(tx, Step::Callback, next, Some(due), self.workflow.retry.max_attempts).await?;
+                let output = json!({ "attempt": a.n, "outcome": outcome.as_str(), "next_attempt_at": plan.at, "rule": plan.rule });
+                super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+                schedule_run(tx, self.ctx.run_id, &plan).await?;
+                let detail = json!({ "at": plan.at, "rule": plan.rule, "attempt": a.n + 1, "because": reason });
+                timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.scheduled", timeline::SYSTEM, detail).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(&self, tx: &mut PgConnection, status: RunStatus, reason: &str, a: &AttemptRow) -> Result<(), StepError> {
+        let outcome = a.outcome.unwrap_or(Outcome::Lost);
+        let output = json!({ "attempt": a.n, "outcome": outcome.as_str() });
+        super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+        super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
+        let detail = json!({ "status": status, "reason": reason, "attempts": a.n });
+        timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.finished", timeline::SYSTEM, detail).await?;
+        Ok(())
+    }
+
+    async fn end_without_attempt(&self, tx: &mut PgConnection, status: RunStatus, reason: &str) -> Result<(), StepError> {
+        let output = json!({ "reason": reason });
+        super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+        super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
+        let detail = json!({ "status": status, "reason": reason });
+        timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.finished", timeline::SYSTEM, detail).await?;
+        Ok(())
+    }
+}
+
+/// The run waits for its next call: `scheduled`, with the time and what set it.
+async fn schedule_run(tx: &mut PgConnection, run_id: uuid::Uuid, plan: &Plan) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET status = 'scheduled', scheduled_for = $2, schedule_rule = $3, updated_at = now() \
+         WHERE id = $1 AND status IN ('running', 'scheduled', 'calling')",
+    )
+    .bind(run_id)
+    .bind(jiff_sqlx::Timestamp::from(plan.at))
+    .bind(plan.rule.as_str())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Re-checked before every attempt: the block list may have grown since intake.
+async fn blocked(tx: &mut PgConnection, ctx: &RunContext) -> Result<Option<&'static str>, sqlx::Error> {
+    let kind: Option<(String,)> = sqlx::query_as(
+        "SELECT kind FROM blocklist \
+         WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
+         ORDER BY kind DESC LIMIT 1",
+    )
+    .bind(ctx.phone_e164.as_deref())
+    .bind(ctx.email.as_deref())
+    .fetch_optional(tx)
+    .await?;
+    Ok(kind.map(|(k,)| if k == "phone" { "phone number" } else { "email address" }))
+}
+
+/// The first call of a routed lead: when, with the stagger, recorded on the run.
+pub(super) async fn plan_first(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    workflow: &Workflow,
+    team_id: &str,
+    ctx: &RunContext,
+) -> Result<Result<Plan, String>, StepError> {
+    let team = engine.team(&workflow.name, team_id)?;
+    let now = engine.clock.now();
+    let recent = attempt::recent_calls(tx, ctx.lead_id, now).await?;
+    let plan = plan::when(
+        team,
+        &workflow.quiet_hours,
+        ctx.phone_e164.as_deref().unwrap_or_default(),
+        ctx.phone_region.as_deref(),
+        now,
+        Rule::Now,
+        &recent,
+    );
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(no) => return Ok(Err(no.to_string())),
+    };
+    let plan = plan::stagger(tx, team_id, team, plan).await?;
+    if plan.rule != Rule::Now {
+        schedule_run(tx, ctx.run_id, &plan).await?;
+    }
+    Ok(Ok(plan))
+}
