@@ -72,7 +72,12 @@ struct WorkerArgs {
     #[command(flatten)]
     telephony: TelephonySettings,
     /// The service's listen address, for the default public URL in callback URLs.
-    #[arg(long, env = "LEADFLOW_LISTEN", default_value = "127.0.0.1:8080", hide = true)]
+    #[arg(
+        long,
+        env = "LEADFLOW_LISTEN",
+        default_value = "127.0.0.1:8080",
+        hide = true
+    )]
     listen: std::net::SocketAddr,
 }
 
@@ -264,8 +269,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let svc = Service::start(engine, &args.http, &token, Some(&args.worker))
-    .await
-    .with_context(|| format!("listening on {}", args.http.listen))?;
+        .await
+        .with_context(|| format!("listening on {}", args.http.listen))?;
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and steps");
     let clean = svc.shutdown().await;

@@ -30,7 +30,9 @@ impl Clock {
     pub fn now(&self) -> Timestamp {
         match self {
             Clock::System => Timestamp::now(),
-            Clock::Offset(by) => Timestamp::now().saturating_add(*by).unwrap_or_else(|_| Timestamp::now()),
+            Clock::Offset(by) => Timestamp::now()
+                .saturating_add(*by)
+                .unwrap_or_else(|_| Timestamp::now()),
         }
     }
 }

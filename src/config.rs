@@ -145,12 +145,20 @@ pub struct TelephonySettings {
 
     /// A call that may have been placed (the provider timed out after the request went out)
     /// waits this long for a status callback before the attempt may be retried.
-    #[arg(long, env = "LEADFLOW_CALLBACK_UNKNOWN_WINDOW_S", default_value_t = 120)]
+    #[arg(
+        long,
+        env = "LEADFLOW_CALLBACK_UNKNOWN_WINDOW_S",
+        default_value_t = 120
+    )]
     pub unknown_window_s: u64,
 
     /// A placed call without a final status after this long fails its run (no second call
     /// is risked).
-    #[arg(long, env = "LEADFLOW_CALLBACK_OUTCOME_TIMEOUT_S", default_value_t = 7200)]
+    #[arg(
+        long,
+        env = "LEADFLOW_CALLBACK_OUTCOME_TIMEOUT_S",
+        default_value_t = 7200
+    )]
     pub outcome_timeout_s: u64,
 }
 
@@ -171,7 +179,10 @@ impl TelephonySettings {
         }
     }
 
-    pub fn engine_config(&self, listen: SocketAddr) -> Result<crate::steps::EngineConfig, TelephonyError> {
+    pub fn engine_config(
+        &self,
+        listen: SocketAddr,
+    ) -> Result<crate::steps::EngineConfig, TelephonyError> {
         use crate::steps::{CallbackSettings, EngineConfig, ProviderConfig};
         use crate::telephony::{sim, twilio};
         let provider = match self.telephony {
@@ -180,7 +191,8 @@ impl TelephonySettings {
                 outcomes: sim::parse_outcomes(&self.sim_outcomes)?,
             }),
             TelephonyKind::Twilio => {
-                let (Some(sid), Some(token)) = (&self.twilio_account_sid, &self.twilio_auth_token) else {
+                let (Some(sid), Some(token)) = (&self.twilio_account_sid, &self.twilio_auth_token)
+                else {
                     return Err(TelephonyError::TwilioMissing);
                 };
                 let mut cfg = twilio::TwilioConfig::new(sid.clone(), token.clone());

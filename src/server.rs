@@ -32,7 +32,10 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/v1/webhooks/inbound", post(intake::inbound))
         .at("/v1/telephony/twilio/status", post(webhook::status))
-        .at("/v1/telephony/twilio/twiml/:attempt_id", get(webhook::twiml).post(webhook::twiml))
+        .at(
+            "/v1/telephony/twilio/twiml/:attempt_id",
+            get(webhook::twiml).post(webhook::twiml),
+        )
         .nest("/v1", operator_api::routes(state.admin.clone()))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))

@@ -145,7 +145,15 @@ async fn serve_runs_on_a_private_postgres_that_survives_restarts() {
 
     // Another process reaches the running private server, and leaves it running.
     let out = leadflow(&data_dir, serve.base.trim_start_matches("http://"))
-        .args(["hooks", "create", "--name", "website-form", "--workflow", "always-open", "--json"])
+        .args([
+            "hooks",
+            "create",
+            "--name",
+            "website-form",
+            "--workflow",
+            "always-open",
+            "--json",
+        ])
         .output()
         .expect("hooks create runs");
     assert!(

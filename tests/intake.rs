@@ -125,13 +125,36 @@ async fn sample_as_json_form_and_multipart_is_captured_and_routed() {
             .collect();
         // The provider's reports may arrive before or after leadflow records the call as
         // placed; the graph's own events are in order.
-        let graph: Vec<&str> = events.iter().copied().filter(|e| !e.starts_with("call.")).collect();
-        assert_eq!(graph, vec!["received", "validated", "qualified", "routed", "callback.finished"]);
-        let mut calls: Vec<&str> = events.iter().copied().filter(|e| e.starts_with("call.")).collect();
+        let graph: Vec<&str> = events
+            .iter()
+            .copied()
+            .filter(|e| !e.starts_with("call."))
+            .collect();
+        assert_eq!(
+            graph,
+            vec![
+                "received",
+                "validated",
+                "qualified",
+                "routed",
+                "callback.finished"
+            ]
+        );
+        let mut calls: Vec<&str> = events
+            .iter()
+            .copied()
+            .filter(|e| e.starts_with("call."))
+            .collect();
         calls.sort_unstable();
         assert_eq!(
             calls,
-            vec!["call.completed", "call.in-progress", "call.initiated", "call.placed", "call.ringing"]
+            vec![
+                "call.completed",
+                "call.in-progress",
+                "call.initiated",
+                "call.placed",
+                "call.ringing"
+            ]
         );
         assert_eq!(view["callback"]["attempts"][0]["outcome"], "called");
     }
@@ -550,6 +573,8 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     let served: std::collections::BTreeSet<String> = [
         "/v1/webhooks/inbound",
         "/v1/leads/{id}",
+        "/v1/telephony/twilio/status",
+        "/v1/telephony/twilio/twiml/{attempt_id}",
         "/healthz",
         "/readyz",
         "/openapi.json",
@@ -561,7 +586,11 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     // Every documented operation is routed (a missing route would answer 404 "No such route").
     for (path, ops) in doc["paths"].as_object().expect("paths") {
         for method in ops.as_object().expect("ops").keys() {
-            let url = app.url(&path.replace("{id}", &uuid::Uuid::new_v4().to_string()));
+            let url = app.url(
+                &path
+                    .replace("{id}", &uuid::Uuid::new_v4().to_string())
+                    .replace("{attempt_id}", &uuid::Uuid::new_v4().to_string()),
+            );
             let req = app
                 .client
                 .request(method.to_uppercase().parse().expect("method"), url);

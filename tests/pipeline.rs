@@ -338,5 +338,6 @@ async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    app.wait_for_run(&id, "routed", Duration::from_secs(1)).await;
+    app.wait_for_run(&id, "routed", Duration::from_secs(1))
+        .await;
 }

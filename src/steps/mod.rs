@@ -130,7 +130,10 @@ pub(crate) async fn claim(
         return Ok(None);
     }
     if matches!(status.as_str(), "ok" | "failed" | "cancelled") {
-        tracing::info!(status, "step already settled by an earlier delivery; skipping");
+        tracing::info!(
+            status,
+            "step already settled by an earlier delivery; skipping"
+        );
         return Ok(None);
     }
     let ctx = RunContext::load(tx, job.run_id).await?;

@@ -60,7 +60,9 @@ fn deserialize_whisper<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>
     match text.chars().count() {
         0 => Ok(None),
         1..=300 => Ok(Some(text.to_owned())),
-        _ => Err(serde::de::Error::custom("whisper must be at most 300 characters")),
+        _ => Err(serde::de::Error::custom(
+            "whisper must be at most 300 characters",
+        )),
     }
 }
 
@@ -117,7 +119,9 @@ fn deserialize_agents<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<E164>, D::E
         return Err(Error::custom("a team needs at least one agent"));
     }
     if agents.len() > MAX_AGENTS {
-        return Err(Error::custom(format!("a team has at most {MAX_AGENTS} agents")));
+        return Err(Error::custom(format!(
+            "a team has at most {MAX_AGENTS} agents"
+        )));
     }
     for (i, a) in agents.iter().enumerate() {
         if agents[..i].contains(a) {

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use leadflow::clock::Clock;
 use leadflow::config::{HttpSettings, WorkerSettings};
-use leadflow::steps::{CallbackSettings, Engine, EngineConfig, ProviderConfig};
-use leadflow::telephony::sim::SimConfig;
 use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use leadflow::hooks::{self, CreatedHook};
 use leadflow::service::Service;
+use leadflow::steps::{CallbackSettings, Engine, EngineConfig, ProviderConfig};
+use leadflow::telephony::sim::SimConfig;
 use leadflow::workflow::Workflows;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -163,9 +163,14 @@ impl TestApp {
         let config = EngineConfig {
             clock: opts.clock,
             provider: opts.provider,
-            callbacks: CallbackSettings { public_url: base.clone(), ..opts.callbacks },
+            callbacks: CallbackSettings {
+                public_url: base.clone(),
+                ..opts.callbacks
+            },
         };
-        let workers = opts.workers.then(|| worker_settings(opts.workflows_dir.clone()));
+        let workers = opts
+            .workers
+            .then(|| worker_settings(opts.workflows_dir.clone()));
         let mut app = TestApp {
             base,
             db,
@@ -186,7 +191,12 @@ impl TestApp {
 
     /// A new engine and service on the same address and database: a process restart.
     pub async fn start_service(&self) -> Service {
-        let engine = Engine::build(self.db.pool.clone(), self.workflows.clone(), self.config.clone()).expect("engine");
+        let engine = Engine::build(
+            self.db.pool.clone(),
+            self.workflows.clone(),
+            self.config.clone(),
+        )
+        .expect("engine");
         Service::start(engine, &self.http, ADMIN_TOKEN, self.workers.as_ref())
             .await
             .expect("service starts")

@@ -7,8 +7,8 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::policy::Outcome;
 use super::plan::Plan;
+use super::policy::Outcome;
 use super::{Exec, webhook};
 use crate::db::At;
 use crate::lead::Step;
@@ -81,7 +81,10 @@ impl From<Raw> for AttemptRow {
 const COLUMNS: &str = "id, n, state, placed_at, updated_at, outcome, place_errors";
 
 /// The attempt owned by this step execution, locked.
-pub(super) async fn current(tx: &mut PgConnection, job: StepJob) -> Result<Option<AttemptRow>, sqlx::Error> {
+pub(super) async fn current(
+    tx: &mut PgConnection,
+    job: StepJob,
+) -> Result<Option<AttemptRow>, sqlx::Error> {
     let row: Option<Raw> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM callback_attempts WHERE run_id = $1 AND step_n = $2 FOR UPDATE"
     )))
@@ -123,7 +126,11 @@ pub(super) async fn create(
     Ok(row.into())
 }
 
-pub(super) async fn mark_placing(tx: &mut PgConnection, id: Uuid, now: Timestamp) -> Result<AttemptRow, sqlx::Error> {
+pub(super) async fn mark_placing(
+    tx: &mut PgConnection,
+    id: Uuid,
+    now: Timestamp,
+) -> Result<AttemptRow, sqlx::Error> {
     let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE callback_attempts SET state = 'placing', updated_at = $2 WHERE id = $1 RETURNING {COLUMNS}"
     )))
@@ -135,7 +142,12 @@ pub(super) async fn mark_placing(tx: &mut PgConnection, id: Uuid, now: Timestamp
 }
 
 /// Records a final outcome that leadflow itself decided (a call whose fate never became known).
-pub(super) async fn settle(tx: &mut PgConnection, id: Uuid, outcome: Outcome, now: Timestamp) -> Result<AttemptRow, sqlx::Error> {
+pub(super) async fn settle(
+    tx: &mut PgConnection,
+    id: Uuid,
+    outcome: Outcome,
+    now: Timestamp,
+) -> Result<AttemptRow, sqlx::Error> {
     let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE callback_attempts SET state = 'done', outcome = $2, updated_at = $3 WHERE id = $1 RETURNING {COLUMNS}"
     )))
@@ -148,7 +160,11 @@ pub(super) async fn settle(tx: &mut PgConnection, id: Uuid, outcome: Outcome, no
 }
 
 /// The lead's calls placed in the 24 hours before `now`, across all its runs (the daily cap).
-pub(super) async fn recent_calls(tx: &mut PgConnection, lead_id: Uuid, now: Timestamp) -> Result<Vec<Timestamp>, sqlx::Error> {
+pub(super) async fn recent_calls(
+    tx: &mut PgConnection,
+    lead_id: Uuid,
+    now: Timestamp,
+) -> Result<Vec<Timestamp>, sqlx::Error> {
     let rows: Vec<(At,)> = sqlx::query_as(
         "SELECT placed_at FROM callback_attempts \
          WHERE lead_id = $1 AND placed_at > $2 - interval '24 hours' AND placed_at <= $2",
@@ -161,16 +177,25 @@ pub(super) async fn recent_calls(tx: &mut PgConnection, lead_id: Uuid, now: Time
 }
 
 /// The outcomes of the run's attempts before attempt `n`, oldest first.
-pub(super) async fn earlier_outcomes(tx: &mut PgConnection, run_id: Uuid, n: i32) -> Result<Vec<Outcome>, sqlx::Error> {
-    let rows: Vec<(Option<String>,)> =
-        sqlx::query_as("SELECT outcome FROM callback_attempts WHERE run_id = $1 AND n < $2 ORDER BY n")
-            .bind(run_id)
-            .bind(n)
-            .fetch_all(tx)
-            .await?;
+pub(super) async fn earlier_outcomes(
+    tx: &mut PgConnection,
+    run_id: Uuid,
+    n: i32,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let rows: Vec<(Option<String>,)> = sqlx::query_as(
+        "SELECT outcome FROM callback_attempts WHERE run_id = $1 AND n < $2 ORDER BY n",
+    )
+    .bind(run_id)
+    .bind(n)
+    .fetch_all(tx)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(o,)| o.as_deref().and_then(Outcome::parse).unwrap_or(Outcome::Lost))
+        .map(|(o,)| {
+            o.as_deref()
+                .and_then(Outcome::parse)
+                .unwrap_or(Outcome::Lost)
+        })
         .collect())
 }
 
@@ -219,40 +244,95 @@ impl Exec<'_> {
                 .fetch_one(&mut *tx)
                 .await?;
                 let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
-                timeline::record(&mut tx, self.ctx.lead_id, Some(self.ctx.run_id), "call.placed", timeline::SYSTEM, detail).await?;
+                timeline::record(
+                    &mut tx,
+                    self.ctx.lead_id,
+                    Some(self.ctx.run_id),
+                    "call.placed",
+                    timeline::SYSTEM,
+                    detail,
+                )
+                .await?;
                 let row = AttemptRow::from(row);
                 if row.state == State::Done {
                     self.decide(&mut tx, &row, now).await?;
                 } else {
-                    let limit = jiff::SignedDuration::try_from(settings.outcome_timeout).unwrap_or_default();
-                    self.wait(&mut tx, now.checked_add(limit).unwrap_or(now), None).await?;
+                    let limit = jiff::SignedDuration::try_from(settings.outcome_timeout)
+                        .unwrap_or_default();
+                    self.wait(&mut tx, now.checked_add(limit).unwrap_or(now), None)
+                        .await?;
                 }
             }
             Err(PlaceError::Transient(message)) => {
                 let errors = current.place_errors + 1;
-                match settings.provider_retry.delay_after(errors as u32, rand::random()) {
+                match settings
+                    .provider_retry
+                    .delay_after(errors as u32, rand::random())
+                {
                     Some(delay) => {
                         record_error(&mut tx, current.id, "retry", errors, &message, now).await?;
                         let delay = jiff::SignedDuration::try_from(delay).unwrap_or_default();
-                        self.wait(&mut tx, now.checked_add(delay).unwrap_or(now), None).await?;
+                        let retry_at = now.checked_add(delay).unwrap_or(now);
+                        let detail = json!({ "attempt": current.n, "error": message, "retry_at": retry_at, "tries": errors });
+                        timeline::record(
+                            &mut tx,
+                            self.ctx.lead_id,
+                            Some(self.ctx.run_id),
+                            "call.provider_error",
+                            timeline::SYSTEM,
+                            detail,
+                        )
+                        .await?;
+                        self.wait(&mut tx, retry_at, None).await?;
                     }
                     None => {
                         record_error(&mut tx, current.id, "done", errors, &message, now).await?;
                         let a = settle(&mut tx, current.id, Outcome::Failed, now).await?;
-                        let reason = format!("the provider stayed unavailable for {errors} tries: {message}");
-                        self.finish(&mut tx, crate::lead::RunStatus::Failed, &reason, &a).await?;
+                        let reason = format!(
+                            "the provider stayed unavailable for {errors} tries: {message}"
+                        );
+                        self.finish(&mut tx, crate::lead::RunStatus::Failed, &reason, &a)
+                            .await?;
                     }
                 }
             }
             Err(PlaceError::Permanent(message)) => {
-                record_error(&mut tx, current.id, "done", current.place_errors, &message, now).await?;
+                record_error(
+                    &mut tx,
+                    current.id,
+                    "done",
+                    current.place_errors,
+                    &message,
+                    now,
+                )
+                .await?;
                 let a = settle(&mut tx, current.id, Outcome::of_refusal(&message), now).await?;
                 self.decide(&mut tx, &a, now).await?;
             }
             Err(PlaceError::Unknown(message)) => {
-                record_error(&mut tx, current.id, "unknown", current.place_errors, &message, now).await?;
-                let window = jiff::SignedDuration::try_from(settings.unknown_window).unwrap_or_default();
-                self.wait(&mut tx, now.checked_add(window).unwrap_or(now), None).await?;
+                record_error(
+                    &mut tx,
+                    current.id,
+                    "unknown",
+                    current.place_errors,
+                    &message,
+                    now,
+                )
+                .await?;
+                let detail = json!({ "attempt": current.n, "error": message });
+                timeline::record(
+                    &mut tx,
+                    self.ctx.lead_id,
+                    Some(self.ctx.run_id),
+                    "call.unknown",
+                    timeline::SYSTEM,
+                    detail,
+                )
+                .await?;
+                let window =
+                    jiff::SignedDuration::try_from(settings.unknown_window).unwrap_or_default();
+                self.wait(&mut tx, now.checked_add(window).unwrap_or(now), None)
+                    .await?;
             }
         }
         tx.commit().await?;

@@ -55,7 +55,10 @@ pub(super) async fn execute(
     };
     engine.faults.check(Step::Callback).await?;
     let workflow = engine.workflow(&ctx.workflow)?;
-    let team_id = ctx.team.clone().unwrap_or_else(|| workflow.default_team.clone());
+    let team_id = ctx
+        .team
+        .clone()
+        .unwrap_or_else(|| workflow.default_team.clone());
     let team = engine.team(&ctx.workflow, &team_id)?;
     let exec = Exec {
         engine,
@@ -73,7 +76,8 @@ pub(super) async fn execute(
         Some(a) => match a.state {
             State::Retry => exec.retry_attempt(&mut tx, a, now).await?,
             State::Placing | State::Unknown => {
-                let window = SignedDuration::try_from(engine.callbacks.unknown_window).unwrap_or(SignedDuration::ZERO);
+                let window = SignedDuration::try_from(engine.callbacks.unknown_window)
+                    .unwrap_or(SignedDuration::ZERO);
                 let until = a.updated_at.0.checked_add(window).unwrap_or(now);
                 if now < until {
                     exec.wait(&mut tx, until, None).await?;
@@ -86,7 +90,8 @@ pub(super) async fn execute(
                 None
             }
             State::Placed => {
-                let limit = SignedDuration::try_from(engine.callbacks.outcome_timeout).unwrap_or(SignedDuration::ZERO);
+                let limit = SignedDuration::try_from(engine.callbacks.outcome_timeout)
+                    .unwrap_or(SignedDuration::ZERO);
                 let since = a.placed_at.map_or(a.updated_at.0, |p| p.0);
                 let until = since.checked_add(limit).unwrap_or(now);
                 if now < until {
@@ -116,10 +121,15 @@ pub(super) async fn execute(
 impl Exec<'_> {
     /// A fresh execution: call now if the hours allow (the attempt row is returned, committed
     /// by the caller before the provider is called), else wait for the time.
-    async fn begin_attempt(&self, tx: &mut PgConnection, now: Timestamp) -> Result<Option<AttemptRow>, StepError> {
+    async fn begin_attempt(
+        &self,
+        tx: &mut PgConnection,
+        now: Timestamp,
+    ) -> Result<Option<AttemptRow>, StepError> {
         if let Some(what) = blocked(tx, &self.ctx).await? {
             let reason = format!("the lead's {what} is on the block list");
-            self.end_without_attempt(tx, RunStatus::Unreachable, &reason).await?;
+            self.end_without_attempt(tx, RunStatus::Unreachable, &reason)
+                .await?;
             return Ok(None);
         }
         let Some(plan) = self.plan(tx, now, Rule::Now).await? else {
@@ -144,7 +154,12 @@ impl Exec<'_> {
     }
 
     /// The provider did not take the call last time: ask again, still inside hours.
-    async fn retry_attempt(&self, tx: &mut PgConnection, a: AttemptRow, now: Timestamp) -> Result<Option<AttemptRow>, StepError> {
+    async fn retry_attempt(
+        &self,
+        tx: &mut PgConnection,
+        a: AttemptRow,
+        now: Timestamp,
+    ) -> Result<Option<AttemptRow>, StepError> {
         let Some(plan) = self.plan(tx, now, Rule::Now).await? else {
             return Ok(None);
         };
@@ -156,7 +171,12 @@ impl Exec<'_> {
     }
 
     /// When to call, or `None` (the run is failed) when the hours never allow it.
-    async fn plan(&self, tx: &mut PgConnection, earliest: Timestamp, asked: Rule) -> Result<Option<Plan>, StepError> {
+    async fn plan(
+        &self,
+        tx: &mut PgConnection,
+        earliest: Timestamp,
+        asked: Rule,
+    ) -> Result<Option<Plan>, StepError> {
         let recent = attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?;
         let e164 = self.ctx.phone_e164.as_deref().unwrap_or_default();
         let plan = plan::when(
@@ -171,14 +191,20 @@ impl Exec<'_> {
         match plan {
             Ok(plan) => Ok(Some(plan)),
             Err(no) => {
-                self.end_without_attempt(tx, RunStatus::Failed, &no.to_string()).await?;
+                self.end_without_attempt(tx, RunStatus::Failed, &no.to_string())
+                    .await?;
                 Ok(None)
             }
         }
     }
 
     /// Hands the step a follow-up job due at `until`; the current job then ends.
-    async fn wait(&self, tx: &mut PgConnection, until: Timestamp, plan: Option<&Plan>) -> Result<(), StepError> {
+    async fn wait(
+        &self,
+        tx: &mut PgConnection,
+        until: Timestamp,
+        plan: Option<&Plan>,
+    ) -> Result<(), StepError> {
         let (waits,): (i32,) = sqlx::query_as(
             "UPDATE steps SET waits = waits + 1 WHERE run_id = $1 AND name = 'callback' AND n = $2 \
              RETURNING waits",
@@ -190,7 +216,8 @@ impl Exec<'_> {
         let key = format!("{}:wait:{waits}", self.job.idempotency_key(Step::Callback));
         let max = self.workflow.retry.max_attempts;
         let due = self.engine.clock.to_real(until);
-        let job_id = queue::push_step_keyed(tx, Step::Callback, self.job, &key, Some(due), max).await?;
+        let job_id =
+            queue::push_step_keyed(tx, Step::Callback, self.job, &key, Some(due), max).await?;
         sqlx::query(
             "UPDATE steps SET job_id = $3, status = 'waiting', next_run_at = $4, \
              attempts = GREATEST(attempts, $5), started_at = COALESCE(started_at, now()) \
@@ -206,13 +233,26 @@ impl Exec<'_> {
         if let Some(plan) = plan {
             schedule_run(tx, self.ctx.run_id, plan).await?;
             let detail = json!({ "at": plan.at, "rule": plan.rule, "lead_zone": plan.zone, "zone_rule": plan.zone_rule });
-            timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.scheduled", timeline::SYSTEM, detail).await?;
+            timeline::record(
+                tx,
+                self.ctx.lead_id,
+                Some(self.ctx.run_id),
+                "callback.scheduled",
+                timeline::SYSTEM,
+                detail,
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// The attempt is settled: end the run, or schedule the next attempt.
-    async fn decide(&self, tx: &mut PgConnection, a: &AttemptRow, now: Timestamp) -> Result<(), StepError> {
+    async fn decide(
+        &self,
+        tx: &mut PgConnection,
+        a: &AttemptRow,
+        now: Timestamp,
+    ) -> Result<(), StepError> {
         let outcome = a.outcome.unwrap_or(Outcome::Lost);
         let earlier = attempt::earlier_outcomes(tx, self.ctx.run_id, a.n).await?;
         match policy::next(outcome, &earlier, &self.team.callback) {
@@ -223,41 +263,117 @@ impl Exec<'_> {
                 let Some(plan) = self.plan(tx, earliest, Rule::RetryDelay).await? else {
                     return Ok(());
                 };
-                let next = StepJob { run_id: self.job.run_id, n: self.job.n + 1 };
+                let next = StepJob {
+                    run_id: self.job.run_id,
+                    n: self.job.n + 1,
+                };
                 let due = self.engine.clock.to_real(plan.at);
-                super::enqueue(tx, Step::Callback, next, Some(due), self.workflow.retry.max_attempts).await?;
+                super::enqueue(
+                    tx,
+                    Step::Callback,
+                    next,
+                    Some(due),
+                    self.workflow.retry.max_attempts,
+                )
+                .await?;
                 let output = json!({ "attempt": a.n, "outcome": outcome.as_str(), "next_attempt_at": plan.at, "rule": plan.rule });
-                super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+                super::set_step(
+                    tx,
+                    Step::Callback,
+                    self.job,
+                    "ok",
+                    self.attempt,
+                    Some(&output),
+                    None,
+                )
+                .await?;
                 schedule_run(tx, self.ctx.run_id, &plan).await?;
                 let detail = json!({ "at": plan.at, "rule": plan.rule, "attempt": a.n + 1, "because": reason });
-                timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.scheduled", timeline::SYSTEM, detail).await?;
+                timeline::record(
+                    tx,
+                    self.ctx.lead_id,
+                    Some(self.ctx.run_id),
+                    "callback.scheduled",
+                    timeline::SYSTEM,
+                    detail,
+                )
+                .await?;
                 Ok(())
             }
         }
     }
 
-    async fn finish(&self, tx: &mut PgConnection, status: RunStatus, reason: &str, a: &AttemptRow) -> Result<(), StepError> {
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        status: RunStatus,
+        reason: &str,
+        a: &AttemptRow,
+    ) -> Result<(), StepError> {
         let outcome = a.outcome.unwrap_or(Outcome::Lost);
         let output = json!({ "attempt": a.n, "outcome": outcome.as_str() });
-        super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+        super::set_step(
+            tx,
+            Step::Callback,
+            self.job,
+            "ok",
+            self.attempt,
+            Some(&output),
+            None,
+        )
+        .await?;
         super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
         let detail = json!({ "status": status, "reason": reason, "attempts": a.n });
-        timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.finished", timeline::SYSTEM, detail).await?;
+        timeline::record(
+            tx,
+            self.ctx.lead_id,
+            Some(self.ctx.run_id),
+            "callback.finished",
+            timeline::SYSTEM,
+            detail,
+        )
+        .await?;
         Ok(())
     }
 
-    async fn end_without_attempt(&self, tx: &mut PgConnection, status: RunStatus, reason: &str) -> Result<(), StepError> {
+    async fn end_without_attempt(
+        &self,
+        tx: &mut PgConnection,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<(), StepError> {
         let output = json!({ "reason": reason });
-        super::set_step(tx, Step::Callback, self.job, "ok", self.attempt, Some(&output), None).await?;
+        super::set_step(
+            tx,
+            Step::Callback,
+            self.job,
+            "ok",
+            self.attempt,
+            Some(&output),
+            None,
+        )
+        .await?;
         super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
         let detail = json!({ "status": status, "reason": reason });
-        timeline::record(tx, self.ctx.lead_id, Some(self.ctx.run_id), "callback.finished", timeline::SYSTEM, detail).await?;
+        timeline::record(
+            tx,
+            self.ctx.lead_id,
+            Some(self.ctx.run_id),
+            "callback.finished",
+            timeline::SYSTEM,
+            detail,
+        )
+        .await?;
         Ok(())
     }
 }
 
 /// The run waits for its next call: `scheduled`, with the time and what set it.
-async fn schedule_run(tx: &mut PgConnection, run_id: uuid::Uuid, plan: &Plan) -> Result<(), sqlx::Error> {
+async fn schedule_run(
+    tx: &mut PgConnection,
+    run_id: uuid::Uuid,
+    plan: &Plan,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE runs SET status = 'scheduled', scheduled_for = $2, schedule_rule = $3, updated_at = now() \
          WHERE id = $1 AND status IN ('running', 'scheduled', 'calling')",
@@ -271,7 +387,10 @@ async fn schedule_run(tx: &mut PgConnection, run_id: uuid::Uuid, plan: &Plan) ->
 }
 
 /// Re-checked before every attempt: the block list may have grown since intake.
-async fn blocked(tx: &mut PgConnection, ctx: &RunContext) -> Result<Option<&'static str>, sqlx::Error> {
+async fn blocked(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+) -> Result<Option<&'static str>, sqlx::Error> {
     let kind: Option<(String,)> = sqlx::query_as(
         "SELECT kind FROM blocklist \
          WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
@@ -281,7 +400,13 @@ async fn blocked(tx: &mut PgConnection, ctx: &RunContext) -> Result<Option<&'sta
     .bind(ctx.email.as_deref())
     .fetch_optional(tx)
     .await?;
-    Ok(kind.map(|(k,)| if k == "phone" { "phone number" } else { "email address" }))
+    Ok(kind.map(|(k,)| {
+        if k == "phone" {
+            "phone number"
+        } else {
+            "email address"
+        }
+    }))
 }
 
 /// The first call of a routed lead: when, with the stagger, recorded on the run.
@@ -311,6 +436,16 @@ pub(super) async fn plan_first(
     let plan = plan::stagger(tx, team_id, team, plan).await?;
     if plan.rule != Rule::Now {
         schedule_run(tx, ctx.run_id, &plan).await?;
+        let detail = json!({ "at": plan.at, "rule": plan.rule, "attempt": 1, "lead_zone": plan.zone, "zone_rule": plan.zone_rule });
+        timeline::record(
+            tx,
+            ctx.lead_id,
+            Some(ctx.run_id),
+            "callback.scheduled",
+            timeline::SYSTEM,
+            detail,
+        )
+        .await?;
     }
     Ok(Ok(plan))
 }

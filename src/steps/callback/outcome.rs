@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::policy::Outcome;
 use crate::db::At;
-use crate::queue;
 use crate::lead::Step;
+use crate::queue;
 use crate::steps::Engine;
 use crate::telephony::StatusEvent;
 use crate::telephony::sim::SimReport;
@@ -43,7 +43,11 @@ struct Target {
     provider_call_id: Option<String>,
 }
 
-pub async fn apply(engine: &Engine, attempt_id: Uuid, event: &StatusEvent) -> Result<Applied, OutcomeError> {
+pub async fn apply(
+    engine: &Engine,
+    attempt_id: Uuid,
+    event: &StatusEvent,
+) -> Result<Applied, OutcomeError> {
     let mut tx = engine.pool.begin().await?;
     let target: Option<Target> = sqlx::query_as(
         "SELECT run_id, lead_id, n, step_n, state, status_rank, provider_call_id \
@@ -53,7 +57,10 @@ pub async fn apply(engine: &Engine, attempt_id: Uuid, event: &StatusEvent) -> Re
     .fetch_optional(&mut *tx)
     .await?;
     let t = target.ok_or(OutcomeError::NoAttempt(attempt_id))?;
-    if t.provider_call_id.as_deref().is_some_and(|sid| sid != event.call_sid) {
+    if t.provider_call_id
+        .as_deref()
+        .is_some_and(|sid| sid != event.call_sid)
+    {
         tracing::warn!(%attempt_id, "status callback for a call that is not this attempt's; ignored");
         return Ok(Applied::Ignored);
     }
@@ -90,7 +97,15 @@ pub async fn apply(engine: &Engine, attempt_id: Uuid, event: &StatusEvent) -> Re
         "outcome": outcome.map(Outcome::as_str),
     });
     let name = format!("call.{}", event.call_status.as_str());
-    timeline::record(&mut tx, t.lead_id, Some(t.run_id), &name, timeline::SYSTEM, detail).await?;
+    timeline::record(
+        &mut tx,
+        t.lead_id,
+        Some(t.run_id),
+        &name,
+        timeline::SYSTEM,
+        detail,
+    )
+    .await?;
     let was_uncertain = matches!(t.state.as_str(), "placing" | "unknown");
     if outcome.is_some() || was_uncertain {
         wake(&mut tx, t.run_id, t.step_n).await?;
@@ -119,7 +134,10 @@ async fn wake(tx: &mut PgConnection, run_id: Uuid, step_n: i32) -> Result<(), sq
 }
 
 /// Feeds the simulator's reports through [`apply`], as Twilio's webhook would.
-pub async fn pump_sim_reports(engine: std::sync::Arc<Engine>, mut reports: UnboundedReceiver<SimReport>) {
+pub async fn pump_sim_reports(
+    engine: std::sync::Arc<Engine>,
+    mut reports: UnboundedReceiver<SimReport>,
+) {
     while let Some(report) = reports.recv().await {
         for event in &report.events {
             if let Err(e) = apply(&engine, report.attempt_id, event).await {

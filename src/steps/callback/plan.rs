@@ -52,7 +52,12 @@ pub struct Plan {
 
 /// The lead's calling window: in the zone its number gives; a number whose zone cannot be
 /// determined (unknown, or several zones) falls back to the team's zone, as the rule says.
-pub fn lead_window(team: &Team, quiet: &QuietHours, e164: &str, country: Option<&str>) -> (Option<LeadWindow>, String, ZoneRule) {
+pub fn lead_window(
+    team: &Team,
+    quiet: &QuietHours,
+    e164: &str,
+    country: Option<&str>,
+) -> (Option<LeadWindow>, String, ZoneRule) {
     let found = tz::lead_zone(e164);
     let (zone, rule) = match found.zone {
         Some(zone) => (zone, found.rule),
@@ -60,7 +65,11 @@ pub fn lead_window(team: &Team, quiet: &QuietHours, e164: &str, country: Option<
     };
     let name = zone.iana_name().unwrap_or("UTC").to_owned();
     let region = found.subdivision.or(country).unwrap_or("");
-    (LeadWindow::from_quiet_hours(zone, quiet, region), name, rule)
+    (
+        LeadWindow::from_quiet_hours(zone, quiet, region),
+        name,
+        rule,
+    )
 }
 
 /// The first callable moment at or after `earliest`. `asked` names why `earliest` is what it
@@ -99,14 +108,23 @@ fn cap_lifts_at(recent: &[Timestamp], cap: u32) -> Option<Timestamp> {
     let mut sorted = recent.to_vec();
     sorted.sort();
     let oldest_counted = sorted.len().checked_sub(cap).map(|i| sorted[i])?;
-    oldest_counted.checked_add(SignedDuration::from_hours(24)).ok()
+    oldest_counted
+        .checked_add(SignedDuration::from_hours(24))
+        .ok()
 }
 
 /// Spaces first calls queued for the same opening of a team by the team's stagger: the k-th
 /// lead waiting for an opening gets `opening + k × stagger`. Only plans that wait for the
 /// team or the lead's hours are spaced; a call that can go now goes now.
-pub async fn stagger(conn: &mut PgConnection, team_id: &str, team: &Team, plan: Plan) -> Result<Plan, sqlx::Error> {
-    if !matches!(plan.rule, Rule::TeamHours | Rule::LeadQuietHours) || team.callback.stagger.is_zero() {
+pub async fn stagger(
+    conn: &mut PgConnection,
+    team_id: &str,
+    team: &Team,
+    plan: Plan,
+) -> Result<Plan, sqlx::Error> {
+    if !matches!(plan.rule, Rule::TeamHours | Rule::LeadQuietHours)
+        || team.callback.stagger.is_zero()
+    {
         return Ok(plan);
     }
     let (k,): (i32,) = sqlx::query_as(
@@ -161,7 +179,16 @@ mod tests {
     fn friday_evening_waits_for_monday() {
         let (t, q) = team();
         // Friday 2027-01-08 17:10 New York → Monday 09:00.
-        let p = when(&t, &q, "+12125550123", Some("US"), at("2027-01-08T22:10:00Z"), Rule::Now, &[]).expect("plan");
+        let p = when(
+            &t,
+            &q,
+            "+12125550123",
+            Some("US"),
+            at("2027-01-08T22:10:00Z"),
+            Rule::Now,
+            &[],
+        )
+        .expect("plan");
         assert_eq!(p.at, at("2027-01-11T14:00:00Z"));
         assert_eq!(p.rule, Rule::TeamHours);
     }
@@ -170,7 +197,16 @@ mod tests {
     fn a_california_lead_waits_for_eight_in_california() {
         let (t, q) = team();
         // Monday 2027-01-11 09:30 New York = 06:30 Los Angeles → 08:00 LA = 11:00 NY.
-        let p = when(&t, &q, "+12135550123", Some("US"), at("2027-01-11T14:30:00Z"), Rule::Now, &[]).expect("plan");
+        let p = when(
+            &t,
+            &q,
+            "+12135550123",
+            Some("US"),
+            at("2027-01-11T14:30:00Z"),
+            Rule::Now,
+            &[],
+        )
+        .expect("plan");
         assert_eq!(p.at, at("2027-01-11T16:00:00Z"));
         assert_eq!(p.rule, Rule::LeadQuietHours);
         assert_eq!(p.zone, "America/Los_Angeles");
@@ -179,7 +215,16 @@ mod tests {
     #[test]
     fn an_unplaceable_number_falls_back_to_the_team_zone() {
         let (t, q) = team();
-        let p = when(&t, &q, "+999", None, at("2027-01-12T15:00:00Z"), Rule::Now, &[]).expect("plan");
+        let p = when(
+            &t,
+            &q,
+            "+999",
+            None,
+            at("2027-01-12T15:00:00Z"),
+            Rule::Now,
+            &[],
+        )
+        .expect("plan");
         assert_eq!(p.zone, "America/New_York");
         assert_eq!(p.zone_rule, ZoneRule::Unknown);
     }
@@ -187,9 +232,21 @@ mod tests {
     #[test]
     fn the_daily_cap_holds_the_fourth_call_until_a_day_after_the_first() {
         let (t, q) = team();
-        let recent = [at("2027-01-12T14:00:00Z"), at("2027-01-12T14:30:00Z"), at("2027-01-12T15:00:00Z")];
-        let p = when(&t, &q, "+12125550123", Some("US"), at("2027-01-12T15:10:00Z"), Rule::RetryDelay, &recent)
-            .expect("plan");
+        let recent = [
+            at("2027-01-12T14:00:00Z"),
+            at("2027-01-12T14:30:00Z"),
+            at("2027-01-12T15:00:00Z"),
+        ];
+        let p = when(
+            &t,
+            &q,
+            "+12125550123",
+            Some("US"),
+            at("2027-01-12T15:10:00Z"),
+            Rule::RetryDelay,
+            &recent,
+        )
+        .expect("plan");
         assert_eq!(p.at, at("2027-01-13T14:00:00Z"));
         assert_eq!(p.rule, Rule::DailyCap);
         assert_eq!(cap_lifts_at(&recent[..2], 3), None);
@@ -198,8 +255,16 @@ mod tests {
     #[test]
     fn a_retry_delay_inside_hours_keeps_its_rule() {
         let (t, q) = team();
-        let p = when(&t, &q, "+12125550123", Some("US"), at("2027-01-12T15:10:00Z"), Rule::RetryDelay, &[])
-            .expect("plan");
+        let p = when(
+            &t,
+            &q,
+            "+12125550123",
+            Some("US"),
+            at("2027-01-12T15:10:00Z"),
+            Rule::RetryDelay,
+            &[],
+        )
+        .expect("plan");
         assert_eq!(p.rule, Rule::RetryDelay);
     }
 }

@@ -77,7 +77,10 @@ impl Outcome {
             CallStatus::Canceled => Outcome::Canceled,
             CallStatus::Failed if number_is_bad(event) => Outcome::Unreachable,
             CallStatus::Failed => Outcome::Failed,
-            CallStatus::Queued | CallStatus::Initiated | CallStatus::Ringing | CallStatus::InProgress => {
+            CallStatus::Queued
+            | CallStatus::Initiated
+            | CallStatus::Ringing
+            | CallStatus::InProgress => {
                 return None;
             }
         })
@@ -99,14 +102,23 @@ impl Outcome {
 /// anywhere), or Twilio's error code says it is invalid.
 fn number_is_bad(event: &StatusEvent) -> bool {
     matches!(event.sip_response_code, Some(404 | 410 | 484 | 604))
-        || matches!(event.error_code.as_deref(), Some("13224" | "21211" | "21214" | "21217"))
+        || matches!(
+            event.error_code.as_deref(),
+            Some("13224" | "21211" | "21214" | "21217")
+        )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Next {
-    Finish { status: RunStatus, reason: String },
+    Finish {
+        status: RunStatus,
+        reason: String,
+    },
     /// Call again, no sooner than this after now (hours and caps may push it later).
-    Retry { after: Duration, reason: String },
+    Retry {
+        after: Duration,
+        reason: String,
+    },
 }
 
 /// A congested or failing network gets a long pause before the next try.
@@ -125,7 +137,9 @@ pub fn next(outcome: Outcome, earlier: &[Outcome], policy: &CallbackPolicy) -> N
         Outcome::Machine if policy.leave_voicemail => {
             return finish(RunStatus::Called, "answering machine: voicemail left");
         }
-        Outcome::Unreachable => return finish(RunStatus::Unreachable, "the number cannot be reached"),
+        Outcome::Unreachable => {
+            return finish(RunStatus::Unreachable, "the number cannot be reached");
+        }
         Outcome::Refused => return finish(RunStatus::Failed, "the provider refused the call"),
         Outcome::Canceled => return finish(RunStatus::Cancelled, "the call was canceled"),
         Outcome::Busy => policy.delays.after_busy(count(Outcome::Busy)),
@@ -136,7 +150,10 @@ pub fn next(outcome: Outcome, earlier: &[Outcome], policy: &CallbackPolicy) -> N
                 .count();
             policy.delays.after_no_answer(quiet)
         }
-        Outcome::Failed => policy.delays.after_no_answer(count(Outcome::Failed)).max(AFTER_FAILURE),
+        Outcome::Failed => policy
+            .delays
+            .after_no_answer(count(Outcome::Failed))
+            .max(AFTER_FAILURE),
     };
     let made = earlier.len() + 1;
     if made >= policy.max_attempts as usize {
@@ -173,14 +190,38 @@ mod tests {
 
     #[test]
     fn final_statuses_map_to_outcomes() {
-        assert_eq!(Outcome::of_status(&event(CallStatus::Completed, None, None)), Some(Outcome::Called));
-        assert_eq!(Outcome::of_status(&event(CallStatus::Completed, Some("human"), None)), Some(Outcome::Called));
-        assert_eq!(Outcome::of_status(&event(CallStatus::Completed, Some("machine_start"), None)), Some(Outcome::Machine));
-        assert_eq!(Outcome::of_status(&event(CallStatus::Failed, None, Some(404))), Some(Outcome::Unreachable));
-        assert_eq!(Outcome::of_status(&event(CallStatus::Failed, None, Some(503))), Some(Outcome::Failed));
-        assert_eq!(Outcome::of_status(&event(CallStatus::Ringing, None, None)), None);
-        assert_eq!(Outcome::of_refusal("Twilio 400 Bad Request, error 21211: invalid"), Outcome::Unreachable);
-        assert_eq!(Outcome::of_refusal("Twilio 401 Unauthorized, error 20003"), Outcome::Refused);
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Completed, None, None)),
+            Some(Outcome::Called)
+        );
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Completed, Some("human"), None)),
+            Some(Outcome::Called)
+        );
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Completed, Some("machine_start"), None)),
+            Some(Outcome::Machine)
+        );
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Failed, None, Some(404))),
+            Some(Outcome::Unreachable)
+        );
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Failed, None, Some(503))),
+            Some(Outcome::Failed)
+        );
+        assert_eq!(
+            Outcome::of_status(&event(CallStatus::Ringing, None, None)),
+            None
+        );
+        assert_eq!(
+            Outcome::of_refusal("Twilio 400 Bad Request, error 21211: invalid"),
+            Outcome::Unreachable
+        );
+        assert_eq!(
+            Outcome::of_refusal("Twilio 401 Unauthorized, error 20003"),
+            Outcome::Refused
+        );
     }
 
     #[test]
@@ -188,12 +229,20 @@ mod tests {
         let p = policy();
         assert_eq!(
             next(Outcome::Busy, &[], &p),
-            Next::Retry { after: Duration::from_secs(600), reason: "attempt 1 was busy".into() }
+            Next::Retry {
+                after: Duration::from_secs(600),
+                reason: "attempt 1 was busy".into()
+            }
         );
         assert!(matches!(next(Outcome::NoAnswer, &[Outcome::Busy], &p),
             Next::Retry { after, .. } if after == Duration::from_secs(1800)));
-        assert!(matches!(next(Outcome::Called, &[Outcome::Busy, Outcome::NoAnswer], &p),
-            Next::Finish { status: RunStatus::Called, .. }));
+        assert!(matches!(
+            next(Outcome::Called, &[Outcome::Busy, Outcome::NoAnswer], &p),
+            Next::Finish {
+                status: RunStatus::Called,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -202,26 +251,64 @@ mod tests {
         p.max_attempts = 4;
         assert!(matches!(next(Outcome::NoAnswer, &[Outcome::NoAnswer], &p),
             Next::Retry { after, .. } if after == Duration::from_secs(7200)));
-        assert!(matches!(next(Outcome::Machine, &[Outcome::NoAnswer, Outcome::Lost], &p),
-            Next::Retry { after, .. } if after == Duration::from_secs(7200)));
-        assert!(matches!(next(Outcome::Busy, &[Outcome::NoAnswer, Outcome::Lost, Outcome::Busy], &p),
-            Next::Finish { status: RunStatus::Exhausted, .. }));
+        assert!(
+            matches!(next(Outcome::Machine, &[Outcome::NoAnswer, Outcome::Lost], &p),
+            Next::Retry { after, .. } if after == Duration::from_secs(7200))
+        );
+        assert!(matches!(
+            next(
+                Outcome::Busy,
+                &[Outcome::NoAnswer, Outcome::Lost, Outcome::Busy],
+                &p
+            ),
+            Next::Finish {
+                status: RunStatus::Exhausted,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn voicemail_policy_decides_what_a_machine_means() {
         let mut p = policy();
-        assert!(matches!(next(Outcome::Machine, &[], &p), Next::Retry { .. }));
+        assert!(matches!(
+            next(Outcome::Machine, &[], &p),
+            Next::Retry { .. }
+        ));
         p.leave_voicemail = true;
-        assert!(matches!(next(Outcome::Machine, &[], &p), Next::Finish { status: RunStatus::Called, .. }));
+        assert!(matches!(
+            next(Outcome::Machine, &[], &p),
+            Next::Finish {
+                status: RunStatus::Called,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn terminal_outcomes_end_the_run_whatever_is_left() {
         let p = policy();
-        assert!(matches!(next(Outcome::Unreachable, &[], &p), Next::Finish { status: RunStatus::Unreachable, .. }));
-        assert!(matches!(next(Outcome::Refused, &[], &p), Next::Finish { status: RunStatus::Failed, .. }));
-        assert!(matches!(next(Outcome::Canceled, &[], &p), Next::Finish { status: RunStatus::Cancelled, .. }));
+        assert!(matches!(
+            next(Outcome::Unreachable, &[], &p),
+            Next::Finish {
+                status: RunStatus::Unreachable,
+                ..
+            }
+        ));
+        assert!(matches!(
+            next(Outcome::Refused, &[], &p),
+            Next::Finish {
+                status: RunStatus::Failed,
+                ..
+            }
+        ));
+        assert!(matches!(
+            next(Outcome::Canceled, &[], &p),
+            Next::Finish {
+                status: RunStatus::Cancelled,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -232,7 +319,12 @@ mod tests {
 
     #[test]
     fn outcome_names_round_trip() {
-        for o in [Outcome::Called, Outcome::Busy, Outcome::Lost, Outcome::Refused] {
+        for o in [
+            Outcome::Called,
+            Outcome::Busy,
+            Outcome::Lost,
+            Outcome::Refused,
+        ] {
             assert_eq!(Outcome::parse(o.as_str()), Some(o));
         }
     }

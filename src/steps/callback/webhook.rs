@@ -57,7 +57,11 @@ fn query_param<'a>(req: &'a Request, name: &str) -> Option<std::borrow::Cow<'a, 
 
 async fn read_form(body: Body) -> Result<Vec<(String, String)>, ApiError> {
     let bytes = body.into_bytes_limit(MAX_FORM_BYTES).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Payload too large", "Callback bodies are at most 64 KiB")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload too large",
+            "Callback bodies are at most 64 KiB",
+        )
     })?;
     Ok(url::form_urlencoded::parse(&bytes).into_owned().collect())
 }
@@ -72,9 +76,15 @@ pub async fn status(req: &Request, body: Body, engine: Data<&Arc<Engine>>) -> Re
 
 async fn status_inner(req: &Request, body: Body, engine: &Engine) -> Result<(), ApiError> {
     let Some(token) = engine.twilio_auth_token.as_deref() else {
-        return Err(ApiError::not_found("Twilio is not the configured telephony provider"));
+        return Err(ApiError::not_found(
+            "Twilio is not the configured telephony provider",
+        ));
     };
-    let Some(signature) = req.headers().get("x-twilio-signature").and_then(|v| v.to_str().ok()) else {
+    let Some(signature) = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(ApiError::unauthorized("Missing X-Twilio-Signature"));
     };
     let form = read_form(body).await?;
@@ -82,21 +92,34 @@ async fn status_inner(req: &Request, body: Body, engine: &Engine) -> Result<(), 
     let path_and_query = req.uri().path_and_query().map_or("", |pq| pq.as_str());
     let url = format!("{}{path_and_query}", engine.callbacks.public_url);
     if !twilio::verify(token, &url, &form, signature) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "X-Twilio-Signature does not match"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "X-Twilio-Signature does not match",
+        ));
     }
     let attempt_id = query_param(req, "attempt")
         .and_then(|v| v.parse::<Uuid>().ok())
-        .ok_or_else(|| ApiError::bad_request("The attempt query parameter must be an attempt id"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("The attempt query parameter must be an attempt id")
+        })?;
     let event = twilio::parse_status(&form).map_err(|e| ApiError::bad_request(e.to_string()))?;
     match outcome::apply(engine, attempt_id, &event).await {
         Ok(_) => Ok(()),
-        Err(OutcomeError::NoAttempt(id)) => Err(ApiError::not_found(format!("No call attempt {id}"))),
+        Err(OutcomeError::NoAttempt(id)) => {
+            Err(ApiError::not_found(format!("No call attempt {id}")))
+        }
         Err(OutcomeError::Db(e)) => Err(ApiError::from_db(&e)),
     }
 }
 
 #[handler]
-pub async fn twiml(req: &Request, Path(id): Path<String>, body: Body, engine: Data<&Arc<Engine>>) -> Response {
+pub async fn twiml(
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+    engine: Data<&Arc<Engine>>,
+) -> Response {
     match twiml_inner(req, &id, body, &engine).await {
         Ok(xml) => Response::builder()
             .status(StatusCode::OK)
@@ -106,14 +129,23 @@ pub async fn twiml(req: &Request, Path(id): Path<String>, body: Body, engine: Da
     }
 }
 
-async fn twiml_inner(req: &Request, id: &str, body: Body, engine: &Engine) -> Result<String, ApiError> {
+async fn twiml_inner(
+    req: &Request,
+    id: &str,
+    body: Body,
+    engine: &Engine,
+) -> Result<String, ApiError> {
     let attempt_id: Uuid = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("No call attempt {id:?}")))?;
     let expected = url_signature(&engine.url_key, attempt_id);
     let given = query_param(req, "sig").unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "Forbidden", "The URL signature does not match"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "The URL signature does not match",
+        ));
     }
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT r.workflow, a.team FROM callback_attempts a JOIN runs r ON r.id = a.run_id WHERE a.id = $1",
@@ -122,12 +154,21 @@ async fn twiml_inner(req: &Request, id: &str, body: Body, engine: &Engine) -> Re
     .fetch_optional(&engine.pool)
     .await
     .map_err(|e| ApiError::from_db(&e))?;
-    let (workflow, team_id) = row.ok_or_else(|| ApiError::not_found(format!("No call attempt {attempt_id}")))?;
+    let (workflow, team_id) =
+        row.ok_or_else(|| ApiError::not_found(format!("No call attempt {attempt_id}")))?;
     let team = engine
         .team(&workflow, &team_id)
         .map_err(|e| ApiError::not_found(e.to_string()))?;
-    let form = if req.method() == poem::http::Method::POST { read_form(body).await? } else { Vec::new() };
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let form = if req.method() == poem::http::Method::POST {
+        read_form(body).await?
+    } else {
+        Vec::new()
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
 
     // Agents are never put through to a voicemail box unless the team asks for it.
     let machine = field("AnsweredBy").is_some_and(|a| a.starts_with("machine") || a == "fax");
@@ -138,11 +179,19 @@ async fn twiml_inner(req: &Request, id: &str, body: Body, engine: &Engine) -> Re
     let whisper = team.whisper.as_deref();
     let caller_id = team.caller_id.as_str();
     match team.ring {
-        Ring::Simultaneous => Ok(twilio::twiml(whisper, caller_id, &agents, team.ring, team.ring_timeout)),
+        Ring::Simultaneous => Ok(twilio::twiml(
+            whisper,
+            caller_id,
+            &agents,
+            team.ring,
+            team.ring_timeout,
+        )),
         Ring::Sequence => {
             // One agent per document: each <Dial> reports to the next leg's URL, which hangs up
             // once an agent has taken the call instead of ringing the next one.
-            let leg: usize = query_param(req, "leg").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let leg: usize = query_param(req, "leg")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
             if leg > 0 && twilio::dial_connected(&form) {
                 return Ok(twilio::twiml_hangup());
             }
@@ -151,7 +200,13 @@ async fn twiml_inner(req: &Request, id: &str, body: Body, engine: &Engine) -> Re
             };
             let action = format!("{}&leg={}", twiml_url(engine, attempt_id), leg + 1);
             let whisper = if leg == 0 { whisper } else { None };
-            Ok(twilio::twiml_sequence_leg(whisper, caller_id, agent, team.ring_timeout, &action))
+            Ok(twilio::twiml_sequence_leg(
+                whisper,
+                caller_id,
+                agent,
+                team.ring_timeout,
+                &action,
+            ))
         }
     }
 }

@@ -1,0 +1,639 @@
+//! The callback step end to end: business hours and quiet hours on an injected clock, the
+//! Twilio client against a fake Twilio over real sockets, the simulator, the attempt policy,
+//! and the guarantees that a redelivered job or a lost answer never phones a lead twice.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_twilio::{FakeTwilio, Reply, Sign};
+use common::{Options, TestApp, repo_path, sample};
+use jiff::civil::{Time, Weekday};
+use jiff::{Timestamp, Zoned};
+use leadflow::clock::Clock;
+use leadflow::steps::{CallbackSettings, ProviderConfig};
+use leadflow::telephony::sim::SimConfig;
+use leadflow::telephony::twilio::TwilioConfig;
+use serde_json::{Value, json};
+
+/// Settings with windows short enough to watch in a test.
+fn callbacks() -> CallbackSettings {
+    CallbackSettings {
+        unknown_window: Duration::from_secs(3),
+        outcome_timeout: Duration::from_secs(60),
+        provider_retry: leadflow::retry::RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+        },
+        ..CallbackSettings::default()
+    }
+}
+
+fn twilio(fake: &FakeTwilio) -> ProviderConfig {
+    let mut cfg = TwilioConfig::new(fake.account_sid(), fake.auth_token());
+    cfg.api_base = fake.base_url();
+    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.request_timeout = Duration::from_secs(1);
+    ProviderConfig::Twilio(cfg)
+}
+
+fn sim(outcomes: &str) -> ProviderConfig {
+    ProviderConfig::Sim(SimConfig {
+        delay: Duration::from_millis(50),
+        outcomes: leadflow::telephony::sim::parse_outcomes(outcomes).expect("outcomes"),
+    })
+}
+
+async fn app(provider: ProviderConfig, clock: Clock, callbacks: CallbackSettings) -> TestApp {
+    TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        provider,
+        clock,
+        callbacks,
+        ..Options::default()
+    })
+    .await
+}
+
+/// The default workflow (team_001: New York, 09:00–17:30 weekdays) plus the test workflows.
+async fn default_app(provider: ProviderConfig, clock: Clock) -> TestApp {
+    let dir = std::env::temp_dir().join(format!("lf-flows-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for file in [
+        "workflows/default.toml",
+        "tests/fixtures/workflows/fast-callback.toml",
+    ] {
+        let src = repo_path(file);
+        let name = src.file_name().expect("file name").to_owned();
+        std::fs::copy(&src, dir.join(name)).expect("copy");
+    }
+    TestApp::start_with(Options {
+        workflows_dir: dir,
+        provider,
+        clock,
+        callbacks: callbacks(),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The next `weekday` at `h:m` in `zone`, at least two days from now (a clock set there
+/// stays in the future, whatever the real date).
+fn next(weekday: Weekday, h: i8, m: i8, zone: &str) -> Zoned {
+    let mut day = Zoned::now()
+        .in_tz(zone)
+        .expect("zone")
+        .date()
+        .checked_add(jiff::Span::new().days(2))
+        .expect("date");
+    while day.weekday() != weekday {
+        day = day.tomorrow().expect("date");
+    }
+    day.to_datetime(Time::constant(h, m, 0, 0))
+        .in_tz(zone)
+        .expect("zoned")
+}
+
+async fn submit(app: &TestApp, token: &str, body: &Value) -> String {
+    let (code, resp) = app.post_json(token, body).await;
+    assert_eq!(code, 200, "{resp}");
+    resp["lead_id"].as_str().expect("lead_id").to_owned()
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn ts(v: &Value) -> Timestamp {
+    v.as_str()
+        .expect("timestamp text")
+        .parse()
+        .expect("timestamp")
+}
+
+fn timeline_events(view: &Value, name: &str) -> Vec<Value> {
+    view["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|e| e["event"] == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tuesday_morning_lead_is_called_at_once_through_twilio() {
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("completed"));
+    let tuesday = next(Weekday::Tuesday, 10, 0, "America/New_York");
+    let app = default_app(twilio(&fake), Clock::starting_at(tuesday.timestamp())).await;
+    let hook = app.hook("website-form", "default", true).await;
+    let id = submit(&app, &hook.token, &sample("website-form", "212-736-5000")).await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(15))
+        .await;
+
+    let calls = fake.created_calls();
+    assert_eq!(calls.len(), 1, "exactly one call");
+    let call = &calls[0];
+    let attempt = &view["callback"]["attempts"][0];
+    assert_eq!(
+        attempt["provider_call_id"].as_str(),
+        call.call_sid.as_deref()
+    );
+    assert_eq!(attempt["outcome"], "called");
+    assert_eq!(attempt["lead_zone"], "America/New_York");
+    assert_eq!(
+        call.path,
+        format!("/2010-04-01/Accounts/{}/Calls.json", fake.account_sid())
+    );
+    assert_eq!(
+        call.basic_auth,
+        Some((fake.account_sid().to_owned(), fake.auth_token().to_owned()))
+    );
+    assert_eq!(call.field("To"), Some("+12127365000"));
+    assert_eq!(
+        call.field("From"),
+        Some("+12125550100"),
+        "the team's caller ID"
+    );
+    assert_eq!(call.field("MachineDetection"), Some("Enable"));
+    assert!(call.field("Timeout").is_some());
+    let attempt_id: String = sqlx::query_scalar("SELECT id::text FROM callback_attempts")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("attempt");
+    assert_eq!(
+        call.field("StatusCallback"),
+        Some(
+            format!(
+                "{}/v1/telephony/twilio/status?attempt={attempt_id}",
+                app.base
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        call.fields("StatusCallbackEvent"),
+        vec!["initiated", "ringing", "answered", "completed"]
+    );
+    let twiml_url = call.field("Url").expect("Url");
+    assert!(twiml_url.starts_with(&format!(
+        "{}/v1/telephony/twilio/twiml/{attempt_id}?sig=",
+        app.base
+    )));
+
+    // Called within one poll interval of acceptance (the decision used the injected clock).
+    let received = ts(&view["lead"]["received_at"]);
+    let placed = ts(&timeline_events(&view, "call.placed")[0]["at"]);
+    let took = (placed - received)
+        .total(jiff::Unit::Millisecond)
+        .expect("ms");
+    assert!(took < 1000.0, "placed {took}ms after acceptance");
+
+    // What the answered call does: whisper nothing (no whisper set), ring both agents.
+    let (code, xml) = fake
+        .fetch_twiml(call.call_sid.as_deref().expect("sid"), Some("human"))
+        .await;
+    assert_eq!(code, 200, "{xml}");
+    assert!(xml.contains(r#"callerId="+12125550100""#), "{xml}");
+    assert!(
+        xml.contains("<Number>+12125550101</Number>")
+            && xml.contains("<Number>+12125550102</Number>"),
+        "{xml}"
+    );
+    let (_, xml) = fake
+        .fetch_twiml(
+            call.call_sid.as_deref().expect("sid"),
+            Some("machine_start"),
+        )
+        .await;
+    assert!(
+        xml.contains("<Hangup"),
+        "agents are not put through to a machine: {xml}"
+    );
+    // A TwiML URL whose signature does not match is refused.
+    let forged = twiml_url.replace("sig=", "sig=x");
+    let resp = app.client.post(&forged).send().await.expect("sent");
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn friday_evening_leads_wait_for_mondays_opening_staggered() {
+    let fake = FakeTwilio::start().await;
+    let friday = next(Weekday::Friday, 17, 10, "America/New_York");
+    let clock = Clock::starting_at(friday.timestamp());
+    let app = default_app(twilio(&fake), clock).await;
+    let hook = app.hook("website-form", "default", true).await;
+    let monday = friday
+        .date()
+        .checked_add(jiff::Span::new().days(3))
+        .expect("monday")
+        .to_datetime(Time::constant(9, 0, 0, 0))
+        .in_tz("America/New_York")
+        .expect("zoned")
+        .timestamp();
+    let phones = ["212-736-5001", "212-736-5002", "212-736-5003"];
+    let mut ids = Vec::new();
+    for p in phones {
+        ids.push(submit(&app, &hook.token, &sample("website-form", p)).await);
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let view = app
+            .wait_for_run(id, "scheduled", Duration::from_secs(10))
+            .await;
+        let expected = monday
+            .checked_add(jiff::SignedDuration::from_secs(15 * k as i64))
+            .expect("ts");
+        assert_eq!(ts(&view["callback"]["scheduled_for"]), expected, "lead {k}");
+        assert_eq!(
+            view["callback"]["rule"],
+            if k == 0 { "team_hours" } else { "stagger" }
+        );
+        // The wait is the job's persisted run_at, not a sleep.
+        let run_at: jiff_sqlx::Timestamp = sqlx::query_scalar(
+            "SELECT j.run_at FROM apalis.jobs j JOIN steps s ON s.job_id = j.id \
+             WHERE s.run_id = $1::uuid AND s.name = 'callback'",
+        )
+        .bind(view["run"]["id"].as_str().expect("run id"))
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("callback job");
+        let want = clock.to_real(expected);
+        let off = (run_at.to_jiff() - want).abs().get_seconds();
+        assert!(
+            off <= 1,
+            "run_at {} is not Monday's opening ({want})",
+            run_at.to_jiff()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fake.requests().is_empty(),
+        "nobody is called on a Friday evening"
+    );
+}
+
+#[tokio::test]
+async fn a_uk_lead_at_half_past_seven_waits_for_eight_in_london() {
+    let seven_thirty = next(Weekday::Wednesday, 7, 30, "Europe/London");
+    let app = app(
+        sim("completed"),
+        Clock::starting_at(seven_thirty.timestamp()),
+        callbacks(),
+    )
+    .await;
+    let hook = app.hook("uk-form", "quiet", true).await;
+    let mut body = sample("uk-form", "020 7946 0018");
+    body["country_code_field"] = json!("+44");
+    let id = submit(&app, &hook.token, &body).await;
+    let view = app
+        .wait_for_run(&id, "scheduled", Duration::from_secs(10))
+        .await;
+    let eight = seven_thirty
+        .with()
+        .time(Time::constant(8, 0, 0, 0))
+        .build()
+        .expect("zoned");
+    assert_eq!(ts(&view["callback"]["scheduled_for"]), eight.timestamp());
+    assert_eq!(view["callback"]["rule"], "lead_quiet_hours");
+    let scheduled = &timeline_events(&view, "callback.scheduled")[0]["detail"];
+    assert_eq!(scheduled["lead_zone"], "Europe/London");
+}
+
+#[tokio::test]
+async fn busy_then_no_answer_then_completed_are_three_spaced_attempts() {
+    let app = app(sim("busy,no-answer,completed"), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0101")).await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(30))
+        .await;
+    let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes, vec!["busy", "no-answer", "called"]);
+    let placed: Vec<Timestamp> = attempts.iter().map(|a| ts(&a["placed_at"])).collect();
+    let gap = |i: usize| {
+        (placed[i + 1] - placed[i])
+            .total(jiff::Unit::Millisecond)
+            .expect("ms")
+    };
+    // busy → 1s, no-answer → 2s (fast-callback.toml), measured from the outcome, which the
+    // simulator reports 50 ms after placing.
+    assert!((1000.0..2500.0).contains(&gap(0)), "busy gap {}ms", gap(0));
+    assert!(
+        (2000.0..3500.0).contains(&gap(1)),
+        "no-answer gap {}ms",
+        gap(1)
+    );
+    let scheduled = timeline_events(&view, "callback.scheduled");
+    assert_eq!(scheduled.len(), 2);
+    assert!(
+        scheduled
+            .iter()
+            .all(|e| e["detail"]["rule"] == "retry_delay")
+    );
+    assert_eq!(view["run"]["status"], "called");
+}
+
+#[tokio::test]
+async fn no_answer_on_every_attempt_exhausts_the_run() {
+    let app = app(sim("no-answer"), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0102")).await;
+    let view = app
+        .wait_for_run(&id, "exhausted", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        view["callback"]["attempts"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(
+        view["run"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("3 attempts")
+    );
+}
+
+#[tokio::test]
+async fn a_provider_503_then_201_places_one_call_after_a_spaced_retry() {
+    let fake = FakeTwilio::start().await;
+    fake.script([Reply::server_error(503), Reply::created_then("completed")]);
+    let app = app(twilio(&fake), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0103")).await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(20))
+        .await;
+    assert_eq!(fake.requests().len(), 2, "one refused request, one call");
+    assert_eq!(fake.created_calls().len(), 1);
+    let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+    assert_eq!(
+        attempts.len(),
+        1,
+        "a provider outage is not a new call attempt"
+    );
+    let error = &timeline_events(&view, "call.provider_error")[0];
+    let retried = ts(&timeline_events(&view, "call.placed")[0]["at"]);
+    let waited = (retried - ts(&error["at"]))
+        .total(jiff::Unit::Millisecond)
+        .expect("ms");
+    assert!(
+        waited >= 1000.0,
+        "retried after {waited}ms; the policy says at least 1s"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_after_sending_waits_for_a_status_and_never_calls_twice() {
+    let fake = FakeTwilio::start().await;
+    // Twilio takes the call but answers after the client gave up (1 s).
+    fake.script([Reply::created().delayed(Duration::from_secs(2))]);
+    let mut settings = callbacks();
+    settings.unknown_window = Duration::from_secs(30);
+    let app = app(twilio(&fake), Clock::System, settings).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0104")).await;
+    eventually(
+        "the attempt to be unknown",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = app.get_lead(&id).await;
+            v["callback"]["attempts"][0]["state"] == "unknown"
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "no second POST while the call may be out"
+    );
+    // The status callback for the call settles the attempt.
+    let sid = fake.created_calls()[0]
+        .call_sid
+        .clone()
+        .expect("the fake created the call");
+    fake.play(&sid, "completed").await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        view["callback"]["attempts"][0]["provider_call_id"],
+        json!(sid)
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn when_no_status_comes_within_the_window_the_next_attempt_may_call() {
+    let fake = FakeTwilio::start().await;
+    fake.script([
+        Reply::created().delayed(Duration::from_secs(2)),
+        Reply::created_then("completed"),
+    ]);
+    let app = app(twilio(&fake), Clock::System, callbacks()).await; // unknown window: 3 s
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0105")).await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(30))
+        .await;
+    let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(outcomes, vec!["lost", "called"]);
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_provider_answered_places_no_second_call() {
+    let fake = FakeTwilio::start().await;
+    let mut settings = callbacks();
+    settings.unknown_window = Duration::from_secs(60);
+    let mut app = app(twilio(&fake), Clock::System, settings).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    app.service().engine.faults.hang_after_place(1);
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0106")).await;
+    eventually("the call to be placed", Duration::from_secs(10), || async {
+        fake.created_calls().len() == 1
+    })
+    .await;
+    // The process dies after Twilio answered 201 and before the attempt recorded it.
+    app.crash_and_restart().await;
+    // Let the rescue (3 s) redeliver the job: it must find the attempt `placing` and wait.
+    eventually(
+        "the redelivered job to wait",
+        Duration::from_secs(15),
+        || async {
+            let waits: i32 = sqlx::query_scalar("SELECT waits FROM steps WHERE name = 'callback'")
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap_or(0);
+            waits >= 1
+        },
+    )
+    .await;
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the redelivery placed no second call"
+    );
+    let sid = fake.created_calls()[0].call_sid.clone().expect("sid");
+    fake.play(&sid, "completed").await;
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        view["callback"]["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn duplicated_and_out_of_order_status_callbacks_change_nothing() {
+    let fake = FakeTwilio::start().await;
+    let app = app(twilio(&fake), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0107")).await;
+    eventually("the call to be placed", Duration::from_secs(10), || async {
+        fake.created_calls().len() == 1
+    })
+    .await;
+    let call = fake.created_calls()[0].clone();
+    let sid = call.call_sid.clone().expect("sid");
+    let url = call
+        .field("StatusCallback")
+        .expect("callback url")
+        .to_owned();
+    let status = |s: &'static str, seq: &'static str| {
+        let sid = sid.clone();
+        async move {
+            vec![
+                ("CallSid", sid),
+                ("CallStatus", s.to_owned()),
+                ("SequenceNumber", seq.to_owned()),
+                ("AnsweredBy", "human".to_owned()),
+            ]
+        }
+    };
+    for (s, seq) in [
+        ("completed", "3"),
+        ("ringing", "1"),
+        ("completed", "3"),
+        ("in-progress", "2"),
+    ] {
+        let params = status(s, seq).await;
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(fake.send_status(&url, &params, Sign::Valid).await, 204);
+    }
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view2) = app.get_lead(&id).await;
+    assert_eq!(timeline_events(&view2, "call.completed").len(), 1);
+    assert!(
+        timeline_events(&view2, "call.ringing").is_empty(),
+        "a late ringing is ignored"
+    );
+    assert_eq!(
+        view["callback"]["attempts"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(view2["run"]["status"], "called");
+}
+
+#[tokio::test]
+async fn status_callbacks_need_twilios_signature() {
+    let fake = FakeTwilio::start().await;
+    let app = app(twilio(&fake), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0108")).await;
+    eventually("the call to be placed", Duration::from_secs(10), || async {
+        fake.created_calls().len() == 1
+    })
+    .await;
+    let call = fake.created_calls()[0].clone();
+    let url = call.field("StatusCallback").expect("url").to_owned();
+    let sid = call.call_sid.clone().expect("sid");
+    let params = [("CallSid", sid.as_str()), ("CallStatus", "completed")];
+    assert_eq!(fake.send_status(&url, &params, Sign::Missing).await, 401);
+    assert_eq!(fake.send_status(&url, &params, Sign::Wrong).await, 403);
+    let tampered = url.replace("attempt=", "attempt=0");
+    assert_eq!(fake.send_status(&tampered, &params, Sign::Valid).await, 400);
+    let (_, view) = app.get_lead(&id).await;
+    assert_eq!(view["run"]["status"], "calling", "nothing was applied");
+    assert_eq!(fake.send_status(&url, &params, Sign::Valid).await, 204);
+    app.wait_for_run(&id, "called", Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test]
+async fn a_sequence_team_rings_its_agents_one_after_another() {
+    let fake = FakeTwilio::start().await;
+    let app = app(twilio(&fake), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let mut body = sample("fast", "650-253-0109");
+    body["team_id_field"] = json!("sequence");
+    submit(&app, &hook.token, &body).await;
+    eventually("the call to be placed", Duration::from_secs(10), || async {
+        fake.created_calls().len() == 1
+    })
+    .await;
+    let call = fake.created_calls()[0].clone();
+    let (_, first) = fake
+        .fetch_twiml(call.call_sid.as_deref().expect("sid"), Some("human"))
+        .await;
+    assert!(
+        first.contains("+12025550111") && !first.contains("+12025550112"),
+        "{first}"
+    );
+    let action = first
+        .split("action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("an action URL")
+        .replace("&amp;", "&");
+    let post = |status: &'static str| {
+        app.client
+            .post(action.clone())
+            .form(&[("DialCallStatus", status), ("AnsweredBy", "human")])
+            .send()
+    };
+    let second = post("no-answer")
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("xml");
+    assert!(
+        second.contains("+12025550112"),
+        "the next agent rings: {second}"
+    );
+    let done = post("completed")
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("xml");
+    assert!(done.contains("<Hangup"), "an agent took the call: {done}");
+}
