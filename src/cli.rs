@@ -61,6 +61,9 @@ struct ServeArgs {
     worker: WorkerSettings,
     #[command(flatten)]
     telephony: TelephonySettings,
+    /// Serve HTTP only: run the workers in separate `leadflow worker` processes.
+    #[arg(long, env = "LEADFLOW_NO_WORKERS")]
+    no_workers: bool,
 }
 
 #[derive(Debug, Args)]
@@ -268,7 +271,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(file = %file.display(), "admin token (for operator routes) is kept in this file");
     }
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
-    let svc = Service::start(engine, &args.http, &token, Some(&args.worker))
+    let workers = (!args.no_workers).then_some(&args.worker);
+    let svc = Service::start(engine, &args.http, &token, workers)
         .await
         .with_context(|| format!("listening on {}", args.http.listen))?;
     shutdown_signal().await;
@@ -288,10 +292,11 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let db = open(&args.db).await?;
     db.migrate().await?;
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
-    let workers = Workers::spawn(engine, &args.worker);
+    let workers = Workers::spawn(engine.clone(), &args.worker);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
-    let clean = workers.shutdown().await;
+    let clean =
+        workers.shutdown().await && engine.drain_reports(args.worker.shutdown_timeout()).await;
     db.close().await?;
     if clean {
         Ok(())

@@ -160,6 +160,19 @@ pub struct TelephonySettings {
         default_value_t = 7200
     )]
     pub outcome_timeout_s: u64,
+
+    /// A placed call with no final status this long after it was placed: ask the provider
+    /// how it stands (status callbacks get lost).
+    #[arg(long, env = "LEADFLOW_CALLBACK_RECONCILE_S", default_value_t = 120)]
+    pub reconcile_s: u64,
+
+    /// Calls being placed at once by one process (a slow provider holds no more workers).
+    #[arg(long, env = "LEADFLOW_PROVIDER_CONCURRENCY", default_value_t = 8)]
+    pub provider_concurrency: usize,
+
+    /// Twilio API timeout for one request (connect included), in milliseconds.
+    #[arg(long, env = "TWILIO_TIMEOUT_MS", default_value_t = 10_000)]
+    pub twilio_timeout_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +210,8 @@ impl TelephonySettings {
                 };
                 let mut cfg = twilio::TwilioConfig::new(sid.clone(), token.clone());
                 cfg.api_base = self.twilio_api_base.trim_end_matches('/').to_owned();
+                cfg.request_timeout = Duration::from_millis(self.twilio_timeout_ms.max(1));
+                cfg.connect_timeout = cfg.connect_timeout.min(cfg.request_timeout / 2);
                 ProviderConfig::Twilio(cfg)
             }
         };
@@ -207,6 +222,8 @@ impl TelephonySettings {
                 public_url: self.public_url(listen),
                 unknown_window: Duration::from_secs(self.unknown_window_s),
                 outcome_timeout: Duration::from_secs(self.outcome_timeout_s),
+                provider_concurrency: self.provider_concurrency.max(1),
+                reconcile_after: Duration::from_secs(self.reconcile_s.max(1)),
                 ..CallbackSettings::default()
             },
         })

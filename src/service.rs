@@ -77,15 +77,23 @@ impl Service {
         })
     }
 
-    /// Stops taking requests, lets in-flight ones and in-flight steps finish, then returns.
-    /// `true` when everything finished within its deadline.
+    /// Stops the workers claiming, lets in-flight steps finish and simulated calls report,
+    /// then stops taking requests (the HTTP side stays up meanwhile, so status callbacks for
+    /// calls still in flight are received). `true` when everything finished within its
+    /// deadline.
     pub async fn shutdown(self) -> bool {
-        let _ = self.stop_http.send(());
-        let http_ok = matches!(self.http.await, Ok(Ok(())));
+        let started = tokio::time::Instant::now();
         let workers_ok = match self.workers {
-            Some(w) => w.shutdown().await,
+            Some(w) => {
+                let timeout = w.shutdown_timeout();
+                let ok = w.shutdown().await;
+                let left = timeout.saturating_sub(started.elapsed());
+                ok && self.engine.drain_reports(left).await
+            }
             None => true,
         };
+        let _ = self.stop_http.send(());
+        let http_ok = matches!(self.http.await, Ok(Ok(())));
         http_ok && workers_ok
     }
 

@@ -63,6 +63,10 @@ impl Workers {
         }
     }
 
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
     /// Stops claiming, lets in-flight steps finish (up to the shutdown timeout), then returns.
     /// `true` if every worker finished in time.
     pub async fn shutdown(mut self) -> bool {
@@ -109,7 +113,8 @@ async fn supervise(
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
-        pause = (pause * 2).min(Duration::from_secs(30));
+        // Capped low enough that work resumes soon after the database is back.
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
 

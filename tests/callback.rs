@@ -637,3 +637,31 @@ async fn a_sequence_team_rings_its_agents_one_after_another() {
         .expect("xml");
     assert!(done.contains("<Hangup"), "an agent took the call: {done}");
 }
+
+#[tokio::test]
+async fn a_lost_status_callback_is_settled_by_asking_the_provider() {
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("busy"));
+    // Twilio's callbacks never arrive (a restart, a network blip): only asking can tell.
+    fake.set_callback_delay(Duration::from_secs(3600));
+    let mut settings = callbacks();
+    settings.reconcile_after = Duration::from_secs(2);
+    let app = app(twilio(&fake), Clock::System, settings).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0110")).await;
+    eventually(
+        "attempt 2 to be placed",
+        Duration::from_secs(20),
+        || async { fake.created_calls().len() >= 2 },
+    )
+    .await;
+    let (_, view) = app.get_lead(&id).await;
+    assert_eq!(
+        view["callback"]["attempts"][0]["outcome"], "busy",
+        "{view:#}"
+    );
+    assert_eq!(
+        timeline_events(&view, "call.reconciled")[0]["detail"]["source"],
+        "provider"
+    );
+}

@@ -32,6 +32,9 @@ pub struct CallbackSettings {
     /// How long a call that may have gone out waits for a status callback before the
     /// attempt may be retried.
     pub unknown_window: Duration,
+    /// How long after a call was placed, without a final status, leadflow asks the provider
+    /// itself how the call stands (and again at this interval).
+    pub reconcile_after: Duration,
     /// How long a placed call may go without a final status before its run is failed.
     pub outcome_timeout: Duration,
     /// Backoff while the provider is unreachable (connection refused, 5xx); long enough to
@@ -39,6 +42,9 @@ pub struct CallbackSettings {
     pub provider_retry: RetryPolicy,
     /// How long the lead's phone rings before the attempt is `no-answer`.
     pub lead_ring_timeout: Duration,
+    /// Calls being placed at once by this process. A slow provider then holds at most this
+    /// many callback executions; the other steps, on their own queues, go on.
+    pub provider_concurrency: usize,
 }
 
 impl Default for CallbackSettings {
@@ -46,6 +52,7 @@ impl Default for CallbackSettings {
         CallbackSettings {
             public_url: "http://127.0.0.1:8080".to_owned(),
             unknown_window: Duration::from_secs(120),
+            reconcile_after: Duration::from_secs(120),
             outcome_timeout: Duration::from_secs(2 * 3600),
             provider_retry: RetryPolicy {
                 max_attempts: 12,
@@ -53,6 +60,7 @@ impl Default for CallbackSettings {
                 max: Duration::from_secs(300),
             },
             lead_ring_timeout: Duration::from_secs(30),
+            provider_concurrency: 8,
         }
     }
 }
@@ -82,6 +90,11 @@ pub struct Engine {
     pub twilio_auth_token: Option<String>,
     /// Keys the attempt id signed into TwiML URLs.
     pub url_key: Vec<u8>,
+    /// Bounds the calls being placed at once (see [`CallbackSettings::provider_concurrency`]).
+    pub provider_slots: tokio::sync::Semaphore,
+    /// The simulator's count of calls whose report is not applied yet (see
+    /// [`Engine::drain_reports`]).
+    sim_outstanding: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 impl Engine {
@@ -95,7 +108,9 @@ impl Engine {
         let (provider, reports, token): (Arc<dyn Provider>, _, _) = match config.provider {
             ProviderConfig::Sim(sim) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                (Arc::new(Sim::new(sim, tx)), Some(rx), None)
+                let sim = Sim::new(sim, tx);
+                let outstanding = sim.outstanding();
+                (Arc::new(sim), Some((rx, outstanding)), None)
             }
             ProviderConfig::Twilio(cfg) => {
                 let token = cfg.auth_token.clone();
@@ -113,14 +128,48 @@ impl Engine {
             faults: Faults::default(),
             clock: config.clock,
             provider,
+            provider_slots: tokio::sync::Semaphore::new(
+                config.callbacks.provider_concurrency.max(1),
+            ),
             callbacks: config.callbacks,
             twilio_auth_token: token,
             url_key,
+            sim_outstanding: std::sync::Mutex::new(None),
         });
-        if let Some(rx) = reports {
-            tokio::spawn(callback::outcome::pump_sim_reports(engine.clone(), rx));
+        if let Some((rx, outstanding)) = reports {
+            *engine
+                .sim_outstanding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(outstanding.clone());
+            tokio::spawn(callback::outcome::pump_sim_reports(
+                engine.clone(),
+                rx,
+                outstanding,
+            ));
         }
         Ok(engine)
+    }
+
+    /// Waits (up to `within`) until every simulated call placed by this process has had its
+    /// outcome applied; a no-op for real providers, whose reports reach any instance over HTTP.
+    /// `true` when nothing is left outstanding.
+    pub async fn drain_reports(&self, within: Duration) -> bool {
+        let outstanding = self
+            .sim_outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(outstanding) = outstanding else {
+            return true;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while outstanding.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     pub fn workflow(&self, name: &str) -> Result<&Workflow, StepError> {

@@ -67,6 +67,11 @@ pub enum PlaceError {
 /// service can hold an `Arc<dyn Provider>`; one allocation per phone call is free.
 pub type PlaceFuture<'a> = Pin<Box<dyn Future<Output = Result<Placed, PlaceError>> + Send + 'a>>;
 
+/// The future [`Provider::status`] returns: the call's current status as the provider sees it,
+/// `None` when the provider does not know the call.
+pub type StatusFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<StatusEvent>, PlaceError>> + Send + 'a>>;
+
 /// Places outbound calls. Implementations are held to one contract suite
 /// (`tests/provider_contract.rs`).
 pub trait Provider: Send + Sync {
@@ -76,6 +81,11 @@ pub trait Provider: Send + Sync {
     /// Asks the provider to ring `req.to`. At most one provider-side call per invocation;
     /// the outcome arrives later as [`StatusEvent`]s.
     fn place<'a>(&'a self, req: &'a CallRequest) -> PlaceFuture<'a>;
+
+    /// Asks the provider how a placed call stands. Status callbacks get lost (a restart, a
+    /// network blip, a provider that does not retry them); this settles a call they never
+    /// reported on.
+    fn status<'a>(&'a self, call_sid: &'a str) -> StatusFuture<'a>;
 }
 
 /// A call's status in Twilio's words, which the simulator reuses.

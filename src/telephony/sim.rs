@@ -3,12 +3,15 @@
 //! would, as a [`SimReport`] on a channel. The receiving end feeds them to the same status
 //! handling as Twilio's webhook, so the simulator never calls up into steps.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    CallRequest, CallStatus, PlaceError, PlaceFuture, Placed, Provider, StatusEvent, mask_phone,
+    CallRequest, CallStatus, PlaceError, PlaceFuture, Placed, Provider, StatusEvent, StatusFuture,
+    mask_phone,
 };
 
 pub const DEFAULT_DELAY: Duration = Duration::from_millis(1000);
@@ -126,11 +129,24 @@ pub fn events_for(call_sid: &str, outcome: CallStatus) -> Vec<StatusEvent> {
 pub struct Sim {
     config: SimConfig,
     sink: UnboundedSender<SimReport>,
+    outstanding: Arc<AtomicUsize>,
 }
 
 impl Sim {
     pub fn new(config: SimConfig, sink: UnboundedSender<SimReport>) -> Self {
-        Sim { config, sink }
+        Sim {
+            config,
+            sink,
+            outstanding: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Calls placed whose report is not yet consumed. Incremented here when a call is placed;
+    /// whoever consumes the reports decrements it after applying one, so a shutdown can wait
+    /// until every simulated call has reported (a real provider would report over HTTP to
+    /// any instance; the simulator's reports live only in this process).
+    pub fn outstanding(&self) -> Arc<AtomicUsize> {
+        self.outstanding.clone()
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -147,7 +163,7 @@ impl Sim {
                 )));
             }
         }
-        let call_sid = format!("SIM{}", uuid::Uuid::new_v4().simple());
+        let call_sid = sim_sid(req.attempt_number);
         let outcome = self.config.outcome_for(req.attempt_number);
         tracing::info!(
             provider = "sim", attempt_id = %req.attempt_id, lead_id = %req.lead_id,
@@ -161,10 +177,13 @@ impl Sim {
         };
         let sink = self.sink.clone();
         let delay = self.config.delay;
+        let outstanding = self.outstanding.clone();
+        outstanding.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let attempt_id = report.attempt_id;
             if sink.send(report).is_err() {
+                outstanding.fetch_sub(1, Ordering::SeqCst);
                 // Only at shutdown; the attempt stays open, as a lost Twilio webhook leaves it.
                 tracing::warn!(provider = "sim", %attempt_id, "status receiver gone; report dropped");
             }
@@ -184,6 +203,24 @@ impl Provider for Sim {
     fn place<'a>(&'a self, req: &'a CallRequest) -> PlaceFuture<'a> {
         Box::pin(self.simulate(req))
     }
+
+    fn status<'a>(&'a self, call_sid: &'a str) -> StatusFuture<'a> {
+        let outcome = sim_attempt(call_sid).map(|n| self.config.outcome_for(n));
+        let event = outcome.and_then(|o| events_for(call_sid, o).pop());
+        Box::pin(std::future::ready(Ok(event)))
+    }
+}
+
+/// `SIM` + the attempt number (4 hex digits) + 28 random hex digits: the sid itself says how
+/// the call ends, so its status can be told after a restart lost the in-memory report.
+fn sim_sid(attempt_number: u32) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("SIM{:04x}{}", attempt_number.min(0xffff), &random[..28])
+}
+
+fn sim_attempt(call_sid: &str) -> Option<u32> {
+    let hex = call_sid.strip_prefix("SIM")?.get(..4)?;
+    u32::from_str_radix(hex, 16).ok()
 }
 
 /// `+` and 8 to 15 digits. Validation proper happened at intake; this only mirrors the

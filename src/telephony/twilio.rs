@@ -21,7 +21,10 @@ pub use signature::{signature, verify};
 pub use status::{StatusFormError, parse_status};
 pub use twiml::{MAX_SIMULTANEOUS, dial_connected, twiml, twiml_hangup, twiml_sequence_leg};
 
-use super::{CallRequest, PlaceError, PlaceFuture, Placed, Provider, mask_phone, redact_phones};
+use super::{
+    CallRequest, PlaceError, PlaceFuture, Placed, Provider, StatusEvent, StatusFuture, mask_phone,
+    redact_phones,
+};
 
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -221,6 +224,69 @@ impl Provider for Twilio {
 
     fn place<'a>(&'a self, req: &'a CallRequest) -> PlaceFuture<'a> {
         Box::pin(self.create_call(req))
+    }
+
+    fn status<'a>(&'a self, call_sid: &'a str) -> StatusFuture<'a> {
+        Box::pin(self.fetch_call(call_sid))
+    }
+}
+
+/// The Call resource as `GET …/Calls/{sid}.json` returns it (the fields leadflow reads).
+#[derive(Deserialize)]
+struct CallResource {
+    status: Option<String>,
+    answered_by: Option<String>,
+    duration: Option<String>,
+}
+
+impl Twilio {
+    async fn fetch_call(&self, call_sid: &str) -> Result<Option<StatusEvent>, PlaceError> {
+        // A sid is letters and digits; anything else must not reach the URL path.
+        if call_sid.is_empty() || !call_sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        let url = format!(
+            "{}/{call_sid}.json",
+            self.calls_url.trim_end_matches(".json")
+        );
+        let response = self
+            .http
+            .get(&url)
+            .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+            .send()
+            .await
+            .map_err(|e| {
+                PlaceError::Transient(format!(
+                    "could not ask Twilio about {call_sid}: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(PlaceError::Transient(format!(
+                "Twilio answered {status} about call {call_sid}: {}",
+                snippet(&body)
+            )));
+        }
+        let call: CallResource = serde_json::from_slice(&body).map_err(|e| {
+            PlaceError::Transient(format!("Twilio's call {call_sid} did not parse: {e}"))
+        })?;
+        let Some(call_status) = call.status.as_deref().and_then(|s| s.parse().ok()) else {
+            return Ok(None);
+        };
+        Ok(Some(StatusEvent {
+            call_sid: call_sid.to_owned(),
+            call_status,
+            sequence_number: None,
+            answered_by: call.answered_by,
+            call_duration: call.duration.and_then(|d| d.parse().ok()),
+            sip_response_code: None,
+            error_code: None,
+        }))
     }
 }
 

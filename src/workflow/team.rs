@@ -235,6 +235,13 @@ pub struct OutcomeDelays {
         serialize_with = "duration::list::serialize"
     )]
     pub no_answer: Vec<Duration>,
+    /// After a call whose fate never became known (most likely it never rang): short.
+    #[serde(
+        default = "default_lost",
+        deserialize_with = "delay_list",
+        serialize_with = "duration::list::serialize"
+    )]
+    pub lost: Vec<Duration>,
 }
 
 impl Default for OutcomeDelays {
@@ -242,6 +249,7 @@ impl Default for OutcomeDelays {
         OutcomeDelays {
             busy: default_busy(),
             no_answer: default_no_answer(),
+            lost: default_lost(),
         }
     }
 }
@@ -256,6 +264,10 @@ impl OutcomeDelays {
     pub fn after_no_answer(&self, earlier: usize) -> Duration {
         nth_or_last(&self.no_answer, earlier)
     }
+
+    pub fn after_lost(&self, earlier: usize) -> Duration {
+        nth_or_last(&self.lost, earlier)
+    }
 }
 
 fn nth_or_last(list: &[Duration], n: usize) -> Duration {
@@ -265,6 +277,10 @@ fn nth_or_last(list: &[Duration], n: usize) -> Duration {
 
 fn default_busy() -> Vec<Duration> {
     vec![Duration::from_secs(10 * 60)]
+}
+
+fn default_lost() -> Vec<Duration> {
+    vec![Duration::from_secs(60)]
 }
 
 fn default_no_answer() -> Vec<Duration> {

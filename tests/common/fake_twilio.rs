@@ -98,6 +98,8 @@ pub struct Recorded {
     pub form: Vec<(String, String)>,
     pub answered: u16,
     pub call_sid: Option<String>,
+    /// For a created call: the outcome the fake was scripted to play, if any.
+    pub outcome: Option<String>,
 }
 
 impl Recorded {
@@ -137,6 +139,9 @@ struct State {
     callback_delay: Mutex<Duration>,
     public_url: Mutex<Option<String>>,
     http: reqwest::Client,
+    /// Create-call requests being answered now, and the most there ever were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 pub struct FakeTwilio {
@@ -177,6 +182,8 @@ impl FakeTwilio {
             callbacks: Mutex::new(Vec::new()),
             callback_delay: Mutex::new(Duration::from_millis(20)),
             public_url: Mutex::new(None),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_in_flight: std::sync::atomic::AtomicUsize::new(0),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -229,6 +236,13 @@ impl FakeTwilio {
     }
 
     /// Every request, in arrival order.
+    /// The most create-call requests that were ever being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.state.requests).clone()
     }
@@ -492,17 +506,32 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
         form,
         answered: 0,
         call_sid: None,
+        outcome: None,
     };
+    if record.method == "GET" {
+        return fetch_call(&state, &record);
+    }
     let index = {
         let mut requests = lock(&state.requests);
         requests.push(record.clone());
         requests.len() - 1
     };
+    let now = state
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        + 1;
+    state
+        .max_in_flight
+        .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
     let (response, status, created) = answer(&state, &record).await;
+    state
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     {
         let mut requests = lock(&state.requests);
         requests[index].answered = status;
         requests[index].call_sid = created.as_ref().map(|(sid, _)| sid.clone());
+        requests[index].outcome = created.as_ref().and_then(|(_, o)| o.clone());
     }
     if let Some((sid, Some(outcome))) = created {
         let state = state.clone();
@@ -513,6 +542,40 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
         });
     }
     response
+}
+
+/// `GET …/Calls/{sid}.json`: the call as Twilio would describe it — its scripted outcome, or
+/// `queued` when none was scripted. Not recorded as a request (it places no call).
+fn fetch_call(state: &State, r: &Recorded) -> Response {
+    let authed = r
+        .basic_auth
+        .as_ref()
+        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token);
+    if !authed {
+        return twilio_error(401, 20003, "Authenticate");
+    }
+    let prefix = format!("/2010-04-01/Accounts/{}/Calls/", state.account_sid);
+    let sid = r
+        .path
+        .strip_prefix(&prefix)
+        .and_then(|p| p.strip_suffix(".json"))
+        .unwrap_or("");
+    let call = lock(&state.requests)
+        .iter()
+        .find(|c| c.call_sid.as_deref() == Some(sid))
+        .cloned();
+    let Some(call) = call else {
+        return twilio_error(404, 20404, "The requested resource was not found");
+    };
+    let (status, answered_by) = match call.outcome.as_deref() {
+        Some("machine") => ("completed", Some("machine_start")),
+        Some("completed") => ("completed", Some("human")),
+        Some(other) => (other, None),
+        None => ("queued", None),
+    };
+    let body =
+        json!({ "sid": sid, "status": status, "answered_by": answered_by, "duration": "30" });
+    json_response(200, body.to_string())
 }
 
 /// The response, its status, and for a created call its sid and the outcome to play.

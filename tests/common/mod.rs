@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_twilio;
+pub mod procs;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -52,6 +53,8 @@ pub struct TestDb {
     pub pool: PgPool,
     pub name: String,
     pub options: PgConnectOptions,
+    /// A URL for this database, for child processes (`DATABASE_URL`).
+    pub url: String,
 }
 
 impl TestDb {
@@ -75,10 +78,13 @@ impl TestDb {
         leadflow::db::migrate(&pool)
             .await
             .expect("migrations apply");
+        let mut db_url = url::Url::parse(&url).expect("server URL parses");
+        db_url.set_path(&format!("/{name}"));
         TestDb {
             pool,
             name,
             options,
+            url: db_url.to_string(),
         }
     }
 }

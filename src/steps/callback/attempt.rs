@@ -51,6 +51,7 @@ pub(super) struct AttemptRow {
     pub updated_at: At,
     pub outcome: Option<Outcome>,
     pub place_errors: i32,
+    pub provider_call_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -62,6 +63,7 @@ struct Raw {
     updated_at: At,
     outcome: Option<String>,
     place_errors: i32,
+    provider_call_id: Option<String>,
 }
 
 impl From<Raw> for AttemptRow {
@@ -74,11 +76,13 @@ impl From<Raw> for AttemptRow {
             updated_at: r.updated_at,
             outcome: r.outcome.as_deref().and_then(Outcome::parse),
             place_errors: r.place_errors,
+            provider_call_id: r.provider_call_id,
         }
     }
 }
 
-const COLUMNS: &str = "id, n, state, placed_at, updated_at, outcome, place_errors";
+const COLUMNS: &str =
+    "id, n, state, placed_at, updated_at, outcome, place_errors, provider_call_id";
 
 /// The attempt owned by this step execution, locked.
 pub(super) async fn current(
@@ -216,7 +220,12 @@ impl Exec<'_> {
             attempt_number: row.n as u32,
         };
         let span = tracing::info_span!("call", attempt_id = %row.id, n = row.n, provider = engine.provider.name());
-        let result = tracing::Instrument::instrument(engine.provider.place(&req), span).await;
+        let result = {
+            // A closed semaphore cannot happen (it is never closed); placing without a permit
+            // would only loosen the bound.
+            let _permit = engine.provider_slots.acquire().await.ok();
+            tracing::Instrument::instrument(engine.provider.place(&req), span).await
+        };
         engine.faults.after_place().await;
 
         let mut tx = engine.pool.begin().await?;
@@ -257,9 +266,10 @@ impl Exec<'_> {
                 if row.state == State::Done {
                     self.decide(&mut tx, &row, now).await?;
                 } else {
-                    let limit = jiff::SignedDuration::try_from(settings.outcome_timeout)
+                    // A status callback wakes the step; if none comes, it asks the provider.
+                    let check = jiff::SignedDuration::try_from(settings.reconcile_after)
                         .unwrap_or_default();
-                    self.wait(&mut tx, now.checked_add(limit).unwrap_or(now), None)
+                    self.wait(&mut tx, now.checked_add(check).unwrap_or(now), None)
                         .await?;
                 }
             }

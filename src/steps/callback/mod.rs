@@ -90,19 +90,7 @@ pub(super) async fn execute(
                 None
             }
             State::Placed => {
-                let limit = SignedDuration::try_from(engine.callbacks.outcome_timeout)
-                    .unwrap_or(SignedDuration::ZERO);
-                let since = a.placed_at.map_or(a.updated_at.0, |p| p.0);
-                let until = since.checked_add(limit).unwrap_or(now);
-                if now < until {
-                    exec.wait(&mut tx, until, None).await?;
-                } else {
-                    // A call the provider took but never reported on: do not risk a second
-                    // call; hand the run to an operator.
-                    attempt::settle(&mut tx, a.id, Outcome::Lost, now).await?;
-                    let reason = format!("attempt {} got no final status from the provider", a.n);
-                    exec.finish(&mut tx, RunStatus::Failed, &reason, &a).await?;
-                }
+                exec.follow_up(&mut tx, a, now).await?;
                 None
             }
             State::Done => {
@@ -244,6 +232,69 @@ impl Exec<'_> {
             .await?;
         }
         Ok(())
+    }
+
+    /// A placed call whose final status has not come: ask the provider how it stands; apply
+    /// a final answer, else wait again. Past the outcome timeout, hand the run to an operator
+    /// rather than risk a second call.
+    async fn follow_up(
+        &self,
+        tx: &mut PgConnection,
+        a: AttemptRow,
+        now: Timestamp,
+    ) -> Result<(), StepError> {
+        let settings = &self.engine.callbacks;
+        let span = |d| SignedDuration::try_from(d).unwrap_or(SignedDuration::ZERO);
+        let since = a.placed_at.map_or(a.updated_at.0, |p| p.0);
+        let give_up = since
+            .checked_add(span(settings.outcome_timeout))
+            .unwrap_or(now);
+        let next_check = since
+            .checked_add(span(settings.reconcile_after))
+            .unwrap_or(now);
+        if now < next_check.min(give_up) {
+            return self.wait(tx, next_check.min(give_up), None).await;
+        }
+        if let Some(sid) = a.provider_call_id.as_deref() {
+            match self.engine.provider.status(sid).await {
+                Ok(Some(event)) if event.call_status.is_terminal() => {
+                    outcome::apply_on(tx, self.engine, a.id, &event)
+                        .await
+                        .map_err(|e| match e {
+                            outcome::OutcomeError::Db(db) => StepError::Db(db),
+                            outcome::OutcomeError::NoAttempt(id) => StepError::RunMissing(id),
+                        })?;
+                    let detail = json!({ "attempt": a.n, "status": event.call_status.as_str(), "source": "provider" });
+                    timeline::record(
+                        tx,
+                        self.ctx.lead_id,
+                        Some(self.ctx.run_id),
+                        "call.reconciled",
+                        timeline::SYSTEM,
+                        detail,
+                    )
+                    .await?;
+                    if let Some(settled) = attempt::current(tx, self.job).await? {
+                        return self.decide(tx, &settled, now).await;
+                    }
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(attempt_id = %a.id, error = %e, "could not ask the provider about the call")
+                }
+            }
+        }
+        if now >= give_up {
+            attempt::settle(tx, a.id, Outcome::Lost, now).await?;
+            let reason = format!("attempt {} got no final status from the provider", a.n);
+            return self.finish(tx, RunStatus::Failed, &reason, &a).await;
+        }
+        let again = now
+            .checked_add(span(settings.reconcile_after))
+            .unwrap_or(now)
+            .min(give_up);
+        self.wait(tx, again, None).await
     }
 
     /// The attempt is settled: end the run, or schedule the next attempt.

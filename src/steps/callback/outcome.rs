@@ -49,6 +49,19 @@ pub async fn apply(
     event: &StatusEvent,
 ) -> Result<Applied, OutcomeError> {
     let mut tx = engine.pool.begin().await?;
+    let applied = apply_on(&mut tx, engine, attempt_id, event).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// [`apply`] inside the caller's transaction: the callback step uses it when it asked the
+/// provider itself about a call whose status never arrived.
+pub(super) async fn apply_on(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    attempt_id: Uuid,
+    event: &StatusEvent,
+) -> Result<Applied, OutcomeError> {
     let target: Option<Target> = sqlx::query_as(
         "SELECT run_id, lead_id, n, step_n, state, status_rank, provider_call_id \
          FROM callback_attempts WHERE id = $1 FOR UPDATE",
@@ -98,7 +111,7 @@ pub async fn apply(
     });
     let name = format!("call.{}", event.call_status.as_str());
     timeline::record(
-        &mut tx,
+        tx,
         t.lead_id,
         Some(t.run_id),
         &name,
@@ -108,9 +121,8 @@ pub async fn apply(
     .await?;
     let was_uncertain = matches!(t.state.as_str(), "placing" | "unknown");
     if outcome.is_some() || was_uncertain {
-        wake(&mut tx, t.run_id, t.step_n).await?;
+        wake(tx, t.run_id, t.step_n).await?;
     }
-    tx.commit().await?;
     Ok(Applied::Moved)
 }
 
@@ -133,10 +145,12 @@ async fn wake(tx: &mut PgConnection, run_id: Uuid, step_n: i32) -> Result<(), sq
     Ok(())
 }
 
-/// Feeds the simulator's reports through [`apply`], as Twilio's webhook would.
+/// Feeds the simulator's reports through [`apply`], as Twilio's webhook would, and counts
+/// each one off `outstanding` once applied.
 pub async fn pump_sim_reports(
     engine: std::sync::Arc<Engine>,
     mut reports: UnboundedReceiver<SimReport>,
+    outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     while let Some(report) = reports.recv().await {
         for event in &report.events {
@@ -144,5 +158,6 @@ pub async fn pump_sim_reports(
                 tracing::warn!(attempt_id = %report.attempt_id, error = %e, "simulated status not applied");
             }
         }
+        outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

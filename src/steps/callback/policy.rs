@@ -6,7 +6,8 @@
 //! | answered by a person | `called` |
 //! | answering machine | as no-answer, unless the team leaves voicemail (`called`) |
 //! | busy | again after the busy delay |
-//! | no-answer, or a call whose fate never became known | again after the no-answer delay |
+//! | no-answer | again after the no-answer delay |
+//! | a call whose fate never became known (lost) | again after the lost delay (1 min) |
 //! | failed (network, congestion) | again, after at least an hour |
 //! | unreachable number (provider refusal of the number, SIP 404/410/484/604) | `unreachable` |
 //! | refused by the provider for another reason (bad credentials, …) | `failed` |
@@ -143,7 +144,10 @@ pub fn next(outcome: Outcome, earlier: &[Outcome], policy: &CallbackPolicy) -> N
         Outcome::Refused => return finish(RunStatus::Failed, "the provider refused the call"),
         Outcome::Canceled => return finish(RunStatus::Cancelled, "the call was canceled"),
         Outcome::Busy => policy.delays.after_busy(count(Outcome::Busy)),
-        Outcome::Machine | Outcome::NoAnswer | Outcome::Lost => {
+        // A call whose fate never became known most likely never rang (the process died
+        // before sending it): the team's `lost` delay is short.
+        Outcome::Lost => policy.delays.after_lost(count(Outcome::Lost)),
+        Outcome::Machine | Outcome::NoAnswer => {
             let quiet = earlier
                 .iter()
                 .filter(|e| matches!(e, Outcome::Machine | Outcome::NoAnswer | Outcome::Lost))

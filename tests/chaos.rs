@@ -1,0 +1,625 @@
+//! Faults production will bring, done to real processes: SIGKILL of workers and of the intake
+//! under load, a PostgreSQL restart, a provider outage, a slow provider, SIGTERM under load.
+//! Nothing accepted may be lost and nobody may be called twice.
+//!
+//! Sizes come from the environment so CI can run smaller ones: `LEADFLOW_CHAOS_LEADS`
+//! (5000), `LEADFLOW_CHAOS_KILLS` (10), `LEADFLOW_CHAOS_INTAKE_LEADS` (1000),
+//! `LEADFLOW_CHAOS_OUTAGE_S` (60), `LEADFLOW_CHAOS_SLOW_S` (10), `LEADFLOW_CHAOS_SHUTDOWN_LEADS`
+//! (1000). Every test uses the always-open workflow and talks only to loopback.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use common::fake_twilio::{FakeTwilio, Reply};
+use common::procs::{Proc, log_dir, size, wait_ready};
+use common::{Options, TestApp, TestDb, free_addr, repo_path, sample, us_phone};
+use futures::StreamExt;
+use leadflow::steps::{CallbackSettings, ProviderConfig};
+use leadflow::telephony::twilio::TwilioConfig;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "chaos-admin-token";
+
+fn env(
+    db_url: &str,
+    listen: std::net::SocketAddr,
+    logs: &std::path::Path,
+) -> BTreeMap<String, String> {
+    [
+        ("DATABASE_URL", db_url.to_owned()),
+        ("LEADFLOW_LISTEN", listen.to_string()),
+        ("LEADFLOW_PUBLIC_URL", format!("http://{listen}")),
+        ("LEADFLOW_ADMIN_TOKEN", ADMIN.to_owned()),
+        ("LEADFLOW_DATA_DIR", logs.join("data").display().to_string()),
+        (
+            "LEADFLOW_WORKFLOWS_DIR",
+            repo_path("workflows").display().to_string(),
+        ),
+        ("LEADFLOW_RESCUE_AFTER_S", "3".to_owned()),
+        ("LEADFLOW_POLL_INTERVAL_MS", "100".to_owned()),
+        ("LEADFLOW_CALLBACK_UNKNOWN_WINDOW_S", "5".to_owned()),
+        ("LEADFLOW_CALLBACK_RECONCILE_S", "3".to_owned()),
+        ("LEADFLOW_SHUTDOWN_TIMEOUT_S", "20".to_owned()),
+        ("LEADFLOW_SIM_DELAY_MS", "100".to_owned()),
+        ("RUST_LOG", "info,sqlx=warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn with_twilio(mut env: BTreeMap<String, String>, fake: &FakeTwilio) -> BTreeMap<String, String> {
+    env.insert("LEADFLOW_TELEPHONY".into(), "twilio".into());
+    env.insert("TWILIO_ACCOUNT_SID".into(), fake.account_sid().to_owned());
+    env.insert("TWILIO_AUTH_TOKEN".into(), fake.auth_token().to_owned());
+    env.insert("TWILIO_API_BASE".into(), fake.base_url());
+    env
+}
+
+/// Sends leads `from..to` with `concurrency` clients; each has its own Idempotency-Key and is
+/// re-sent with it until it gets a 2xx (bounded by `give_up`). Returns key → lead id for the
+/// accepted ones, and every status code seen.
+async fn send(
+    base: &str,
+    token: &str,
+    from: u32,
+    to: u32,
+    concurrency: usize,
+    give_up: Duration,
+    callback: bool,
+) -> (HashMap<String, String>, Vec<u16>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let results: Vec<(String, Option<String>, Vec<u16>)> = futures::stream::iter(from..to)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/v1/webhooks/inbound");
+            async move {
+                let key = format!("chaos-{i}");
+                let mut body = sample("chaos", &us_phone(i));
+                body["is_auto"] = json!(i32::from(callback));
+                let deadline = Instant::now() + give_up;
+                let mut codes = Vec::new();
+                loop {
+                    let sent = client
+                        .post(&url)
+                        .bearer_auth(token)
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if let Ok(resp) = sent {
+                        codes.push(resp.status().as_u16());
+                        if resp.status().is_success() {
+                            let v: Value = resp.json().await.unwrap_or(Value::Null);
+                            return (key, v["lead_id"].as_str().map(str::to_owned), codes);
+                        }
+                    }
+                    if Instant::now() > deadline {
+                        return (key, None, codes);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut accepted = HashMap::new();
+    let mut codes = Vec::new();
+    for (key, lead, c) in results {
+        codes.extend(c);
+        if let Some(lead) = lead {
+            accepted.insert(key, lead);
+        }
+    }
+    (accepted, codes)
+}
+
+/// Waits until no run is still in flight; returns how many are left when `within` runs out.
+async fn settle(db: &sqlx::PgPool, within: Duration) -> i64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE status IN ('running', 'scheduled', 'calling')",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap_or(i64::MAX);
+        if open == 0 || Instant::now() > deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The invariants every fault must keep: each accepted lead exists and its run ended as
+/// `expected`; each step's effect was applied once.
+async fn assert_nothing_lost_nothing_doubled(
+    db: &sqlx::PgPool,
+    accepted: &HashMap<String, String>,
+    expected: &str,
+) {
+    let ids: Vec<uuid::Uuid> = accepted
+        .values()
+        .map(|id| id.parse().expect("uuid"))
+        .collect();
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM leads WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(db)
+        .await
+        .expect("count");
+    assert_eq!(found as usize, ids.len(), "every 2xx has its lead");
+    let not_called: Vec<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT lead_id, status, reason FROM runs WHERE lead_id = ANY($1) AND status <> $2 LIMIT 5",
+    )
+    .bind(&ids)
+    .bind(expected)
+    .fetch_all(db)
+    .await
+    .expect("runs");
+    assert!(not_called.is_empty(), "runs not {expected}: {not_called:?}");
+    let doubled: Vec<(uuid::Uuid, String, i64)> = sqlx::query_as(
+        "SELECT run_id, event, count(*) FROM timeline \
+         WHERE event IN ('qualified', 'routed', 'callback.finished') GROUP BY run_id, event HAVING count(*) > 1 LIMIT 5",
+    )
+    .fetch_all(db)
+    .await
+    .expect("timeline");
+    assert!(
+        doubled.is_empty(),
+        "a step's effect applied twice: {doubled:?}"
+    );
+}
+
+/// At most one call per attempt, and exactly one for every attempt that was not lost.
+/// Returns (calls, lost attempts).
+async fn assert_one_call_per_attempt(db: &sqlx::PgPool, fake: &FakeTwilio) -> (usize, i64) {
+    let mut per_attempt: HashMap<String, usize> = HashMap::new();
+    for r in fake.requests() {
+        let attempt = r
+            .field("StatusCallback")
+            .and_then(|u| u.split("attempt=").nth(1))
+            .unwrap_or("?")
+            .to_owned();
+        *per_attempt.entry(attempt).or_default() += 1;
+    }
+    let twice: Vec<_> = per_attempt.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "attempts called more than once: {twice:?}"
+    );
+    let attempts: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT id::text, outcome FROM callback_attempts")
+            .fetch_all(db)
+            .await
+            .expect("attempts");
+    let mut lost = 0;
+    for (id, outcome) in &attempts {
+        let calls = per_attempt.get(id).copied().unwrap_or(0);
+        if outcome.as_deref() == Some("lost") {
+            lost += 1;
+            assert!(calls <= 1);
+        } else {
+            assert_eq!(calls, 1, "attempt {id} ({outcome:?}) got {calls} calls");
+        }
+    }
+    (fake.requests().len(), lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_workers_under_load_loses_nothing_and_calls_once() {
+    let leads = size("LEADFLOW_CHAOS_LEADS", 5000) as u32;
+    let kills = size("LEADFLOW_CHAOS_KILLS", 10);
+    let db = TestDb::new().await;
+    let hook = leadflow::hooks::create(&db.pool, "chaos", "always-open", true, "http://x")
+        .await
+        .expect("hook");
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("completed"));
+    fake.set_callback_delay(Duration::from_millis(10));
+    let logs = log_dir("chaos-kill9");
+    let listen = free_addr();
+    let base = format!("http://{listen}");
+    let env = with_twilio(env(&db.url, listen, &logs), &fake);
+    let intake = Proc::start("intake", &["serve", "--no-workers"], &env, &logs);
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
+        "{}",
+        intake.tail(20)
+    );
+    let mut workers: Vec<Proc> = (0..3)
+        .map(|i| Proc::start(&format!("worker{i}"), &["worker"], &env, &logs))
+        .collect();
+
+    let started = Instant::now();
+    let sender = tokio::spawn({
+        let (base, token) = (base.clone(), hook.token.clone());
+        async move { send(&base, &token, 0, leads, 32, Duration::from_secs(120), true).await }
+    });
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim = (k as usize * 7 + 1) % workers.len();
+        workers[victim].restart();
+    }
+    let (accepted, _) = sender.await.expect("sender");
+    let open = settle(&db.pool, Duration::from_secs(240)).await;
+    assert_eq!(
+        open,
+        0,
+        "runs still open; worker0 log:\n{}",
+        workers[0].tail(30)
+    );
+    assert_eq!(accepted.len(), leads as usize, "every lead was accepted");
+    assert_nothing_lost_nothing_doubled(&db.pool, &accepted, "called").await;
+    let (calls, lost) = assert_one_call_per_attempt(&db.pool, &fake).await;
+    println!(
+        "chaos kill9: leads={leads} kills={kills} accepted={} lost=0 duplicates=0 calls={calls} lost_attempts={lost} seconds={:.1}",
+        accepted.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_the_intake_keeps_every_2xx_and_one_lead_per_key() {
+    let leads = size("LEADFLOW_CHAOS_INTAKE_LEADS", 1000) as u32;
+    let db = TestDb::new().await;
+    let hook = leadflow::hooks::create(&db.pool, "chaos", "always-open", true, "http://x")
+        .await
+        .expect("hook");
+    let logs = log_dir("chaos-intake");
+    let listen = free_addr();
+    let base = format!("http://{listen}");
+    let mut serve = Proc::start("serve", &["serve"], &env(&db.url, listen, &logs), &logs);
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
+        "{}",
+        serve.tail(20)
+    );
+    let sender = tokio::spawn({
+        let (base, token) = (base.clone(), hook.token.clone());
+        // The intake is on trial here: leads without a callback end `routed`.
+        async move { send(&base, &token, 0, leads, 16, Duration::from_secs(120), false).await }
+    });
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        serve.restart();
+    }
+    let (accepted, _) = sender.await.expect("sender");
+    assert_eq!(
+        accepted.len(),
+        leads as usize,
+        "every client got its 2xx in the end"
+    );
+    assert_eq!(open_after(&db.pool).await, 0);
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        stored, leads as i64,
+        "one lead per idempotency key, none lost, none doubled"
+    );
+    assert_nothing_lost_nothing_doubled(&db.pool, &accepted, "routed").await;
+    println!(
+        "chaos intake kill9: leads={leads} kills=2 stored={stored} restarts={}",
+        serve.starts() - 1
+    );
+}
+
+async fn open_after(db: &sqlx::PgPool) -> i64 {
+    settle(db, Duration::from_secs(120)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_answers_503_then_everything_resumes() {
+    use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    let logs = log_dir("chaos-pg");
+    let opts = || EmbeddedOptions {
+        data_dir: logs.join("pg"),
+        fast_unsafe: true,
+    };
+    let pg = EmbeddedPostgres::start(opts())
+        .await
+        .expect("private PostgreSQL for this test");
+    let url = pg.url("leadflow");
+    let pool = leadflow::db::connect(&url, 5, Duration::from_secs(5))
+        .await
+        .expect("pool");
+    leadflow::db::migrate(&pool).await.expect("migrate");
+    let hook = leadflow::hooks::create(&pool, "chaos", "always-open", true, "http://x")
+        .await
+        .expect("hook");
+    let listen = free_addr();
+    let base = format!("http://{listen}");
+    let mut env = env(&url, listen, &logs);
+    env.insert("LEADFLOW_REQUEST_TIMEOUT_MS".into(), "3000".into());
+    env.insert("LEADFLOW_DB_ACQUIRE_TIMEOUT_MS".into(), "1000".into());
+    let serve = Proc::start("serve", &["serve"], &env, &logs);
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
+        "{}",
+        serve.tail(20)
+    );
+
+    // A steady trickle of leads through the whole restart.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let trickle = tokio::spawn({
+        let (client, base, token) = (client.clone(), base.clone(), hook.token.clone());
+        async move {
+            let mut seen = Vec::new();
+            for i in 0..300u32 {
+                let t = Instant::now();
+                let resp = client
+                    .post(format!("{base}/v1/webhooks/inbound"))
+                    .bearer_auth(&token)
+                    .json(&sample("chaos", &us_phone(i)))
+                    .send()
+                    .await;
+                let took = t.elapsed();
+                match resp {
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        let retry_after = r.headers().get("retry-after").is_some();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        seen.push((
+                            code,
+                            retry_after,
+                            took,
+                            body["lead_id"].as_str().map(str::to_owned),
+                        ));
+                    }
+                    Err(e) => panic!("the intake must answer, even without its database: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            seen
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pool.close().await;
+    pg.stop().await.expect("stop PostgreSQL");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ready = client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .expect("readyz answers");
+    assert_eq!(ready.status(), 503, "/readyz turns red");
+    let cpu_before = serve.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cpu = serve.cpu_seconds() - cpu_before;
+    let pg = EmbeddedPostgres::start(opts())
+        .await
+        .expect("PostgreSQL back");
+    let seen = trickle.await.expect("trickle");
+    let pool = leadflow::db::connect(&url, 5, Duration::from_secs(5))
+        .await
+        .expect("pool");
+
+    let accepted: HashMap<String, String> = seen
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, _, _, lead))| lead.clone().map(|l| (i.to_string(), l)))
+        .collect();
+    let unavailable = seen.iter().filter(|(c, _, _, _)| *c == 503).count();
+    assert!(unavailable > 0, "some requests met the outage");
+    for (code, retry_after, took, _) in &seen {
+        assert!(matches!(code, 200 | 503), "only 200 or 503, got {code}");
+        if *code == 503 {
+            assert!(retry_after, "a 503 carries Retry-After");
+        }
+        assert!(
+            *took < Duration::from_secs(5),
+            "an answer took {took:?}, past the request timeout"
+        );
+    }
+    assert!(
+        cpu < 1.5,
+        "the service burned {cpu:.2} CPU seconds in 5 s of outage: it spins"
+    );
+    let open = settle(&pool, Duration::from_secs(180)).await;
+    assert_eq!(open, 0, "{}", serve.tail(30));
+    assert_nothing_lost_nothing_doubled(&pool, &accepted, "called").await;
+    println!(
+        "chaos pg restart: sent={} accepted={} unavailable={unavailable} cpu_during_outage={cpu:.2}s",
+        seen.len(),
+        accepted.len()
+    );
+    pool.close().await;
+    drop(serve);
+    let _ = pg.stop().await;
+}
+
+fn twilio(fake: &FakeTwilio, timeout: Duration) -> ProviderConfig {
+    let mut cfg = TwilioConfig::new(fake.account_sid(), fake.auth_token());
+    cfg.api_base = fake.base_url();
+    cfg.connect_timeout = Duration::from_millis(300);
+    cfg.request_timeout = timeout;
+    ProviderConfig::Twilio(cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_outage_is_waited_out_on_the_persisted_schedule() {
+    let outage = Duration::from_secs(size("LEADFLOW_CHAOS_OUTAGE_S", 60));
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::server_error(503));
+    let settings = CallbackSettings::default(); // provider retries from 2 s, doubling, up to 5 min
+    let policy = settings.provider_retry;
+    let app = TestApp::start_with(Options {
+        provider: twilio(&fake, Duration::from_secs(2)),
+        callbacks: settings,
+        ..Options::default()
+    })
+    .await;
+    let hook = app.hook("chaos", "always-open", true).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (code, body) = app
+            .post_json(&hook.token, &sample("chaos", &us_phone(i)))
+            .await;
+        assert_eq!(code, 200);
+        ids.push(body["lead_id"].as_str().expect("id").to_owned());
+    }
+    tokio::time::sleep(outage).await;
+    fake.set_default(Reply::created_then("completed"));
+    for id in &ids {
+        let view = app
+            .wait_for_run(id, "called", Duration::from_secs(400))
+            .await;
+        let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+        assert_eq!(attempts.len(), 1, "an outage makes no new attempts");
+        // Each retry waited at least what the policy says: [d, 2d) with d doubling from 2 s.
+        let errors: Vec<jiff::Timestamp> = view["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter(|e| e["event"] == "call.provider_error")
+            .map(|e| e["at"].as_str().expect("at").parse().expect("ts"))
+            .collect();
+        assert!(!errors.is_empty());
+        for (k, pair) in errors.windows(2).enumerate() {
+            let (lower, _) = policy.delay_bounds(k as u32 + 1);
+            let waited = (pair[1] - pair[0])
+                .total(jiff::Unit::Millisecond)
+                .expect("ms");
+            assert!(
+                waited >= lower.as_millis() as f64 - 50.0,
+                "retry {} after {waited}ms, policy says ≥ {lower:?}",
+                k + 1
+            );
+        }
+    }
+    assert_eq!(
+        fake.created_calls().len(),
+        ids.len(),
+        "one call per lead once Twilio is back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_provider_times_out_and_does_not_block_the_other_steps() {
+    let slow = Duration::from_secs(size("LEADFLOW_CHAOS_SLOW_S", 10));
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("completed").delayed(slow));
+    let settings = CallbackSettings {
+        provider_concurrency: 2,
+        unknown_window: Duration::from_secs(120),
+        ..CallbackSettings::default()
+    };
+    let timeout = slow / 2;
+    let app = TestApp::start_with(Options {
+        provider: twilio(&fake, timeout),
+        callbacks: settings,
+        ..Options::default()
+    })
+    .await;
+    let hook = app.hook("chaos", "always-open", true).await;
+    let mut calling = Vec::new();
+    for i in 0..6 {
+        let (_, body) = app
+            .post_json(&hook.token, &sample("chaos", &us_phone(i)))
+            .await;
+        calling.push(body["lead_id"].as_str().expect("id").to_owned());
+    }
+    // Leads without a callback go through qualify and route while the provider hangs.
+    let started = Instant::now();
+    for i in 100..106 {
+        let mut body = sample("chaos", &us_phone(i));
+        body["is_auto"] = json!(0);
+        let (_, resp) = app.post_json(&hook.token, &body).await;
+        app.wait_for_run(
+            resp["lead_id"].as_str().expect("id"),
+            "routed",
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+    assert!(
+        started.elapsed() < timeout,
+        "routing waited for the provider"
+    );
+    for id in &calling {
+        let view = app
+            .wait_for_run(id, "called", Duration::from_secs(120))
+            .await;
+        let unknown = view["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|e| e["event"] == "call.unknown");
+        assert!(
+            unknown,
+            "the client timeout fired before the provider answered"
+        );
+    }
+    // Two calls at a time from leadflow; each abandoned request lingers `slow` at the provider.
+    let bound = 2 * (slow.as_secs_f64() / timeout.as_secs_f64()).ceil() as usize;
+    assert!(
+        fake.max_in_flight() <= bound,
+        "{} requests in flight at once",
+        fake.max_in_flight()
+    );
+    assert_eq!(
+        fake.created_calls().len(),
+        calling.len(),
+        "no lead was called twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_finishes_in_flight_steps_and_exits_zero() {
+    let leads = size("LEADFLOW_CHAOS_SHUTDOWN_LEADS", 1000) as u32;
+    let db = TestDb::new().await;
+    let hook = leadflow::hooks::create(&db.pool, "chaos", "always-open", true, "http://x")
+        .await
+        .expect("hook");
+    let logs = log_dir("chaos-sigterm");
+    let listen = free_addr();
+    let base = format!("http://{listen}");
+    let env = env(&db.url, listen, &logs);
+    let mut serve = Proc::start("serve", &["serve"], &env, &logs);
+    assert!(
+        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
+        "{}",
+        serve.tail(20)
+    );
+    let (accepted, _) = send(
+        &base,
+        &hook.token,
+        0,
+        leads,
+        32,
+        Duration::from_secs(60),
+        true,
+    )
+    .await;
+    assert_eq!(accepted.len(), leads as usize);
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs WHERE status IN ('running', 'scheduled', 'calling')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    let status = serve.terminate(Duration::from_secs(60)).expect("exited");
+    assert_eq!(status.code(), Some(0), "{}", serve.tail(30));
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE status IN ('Running', 'Queued')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count");
+    assert_eq!(running, 0, "nothing is left claimed by the stopped process");
+    // The rest is picked up by the next start.
+    let _serve = Proc::start("serve-again", &["serve"], &env, &logs);
+    assert_eq!(settle(&db.pool, Duration::from_secs(120)).await, 0);
+    assert_nothing_lost_nothing_doubled(&db.pool, &accepted, "called").await;
+    println!("chaos sigterm: leads={leads} in_flight_at_sigterm={in_flight} exit=0");
+}
