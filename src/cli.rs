@@ -262,6 +262,7 @@ fn load_workflows(dir: &Path) -> Result<Arc<Workflows>> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
+    crate::retention::schedule(&args.worker.retention_cron)?;
     let engine_config = args.telephony.engine_config(args.http.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
@@ -288,6 +289,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 async fn worker(args: WorkerArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
+    crate::retention::schedule(&args.worker.retention_cron)?;
     let engine_config = args.telephony.engine_config(args.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;

@@ -61,6 +61,14 @@ pub struct WorkerSettings {
     /// On SIGTERM, how long in-flight steps may take to finish before the process exits.
     #[arg(long, env = "LEADFLOW_SHUTDOWN_TIMEOUT_S", default_value_t = 30)]
     pub shutdown_timeout_s: u64,
+
+    /// Finished jobs and webhook-log bodies (personal data) are pruned after this many days.
+    #[arg(long, env = "LEADFLOW_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
+    /// When the pruning runs (cron: sec min hour day month weekday, UTC).
+    #[arg(long, env = "LEADFLOW_RETENTION_CRON", default_value = "0 30 3 * * *")]
+    pub retention_cron: String,
 }
 
 impl WorkerSettings {
@@ -94,9 +102,18 @@ pub struct HttpSettings {
     /// Upper bound on handling one request, database waits included.
     #[arg(long, env = "LEADFLOW_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
+
+    /// A client must send a request's headers within this long (from connecting, or from the
+    /// previous response); slower connections are closed (slowloris).
+    #[arg(long, env = "LEADFLOW_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
 }
 
 impl HttpSettings {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.max(1))
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms.max(1))
     }

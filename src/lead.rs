@@ -78,6 +78,54 @@ impl Submission {
         })
     }
 
+    /// Replaces NUL characters, which PostgreSQL cannot store in text, with U+FFFD in every
+    /// field, documented and custom. Returns the wire names of documented fields that held
+    /// one, so validation can reject them by name; custom fields are kept, so repaired.
+    pub fn replace_nul(&mut self) -> Vec<&'static str> {
+        const REPLACEMENT: &str = "\u{FFFD}";
+        let mut hit = Vec::new();
+        for name in FIELD_NAMES {
+            if let Some(Some(v)) = self.slot_mut(name)
+                && v.contains('\0')
+            {
+                *v = v.replace('\0', REPLACEMENT);
+                hit.push(name);
+            }
+        }
+        fn scrub(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::String(s) if s.contains('\0') => {
+                    *s = s.replace('\0', REPLACEMENT)
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+                serde_json::Value::Object(map) => {
+                    let keys: Vec<String> =
+                        map.keys().filter(|k| k.contains('\0')).cloned().collect();
+                    for k in keys {
+                        if let Some(v) = map.remove(&k) {
+                            map.insert(k.replace('\0', REPLACEMENT), v);
+                        }
+                    }
+                    map.values_mut().for_each(scrub);
+                }
+                _ => {}
+            }
+        }
+        let keys: Vec<String> = self
+            .custom
+            .keys()
+            .filter(|k| k.contains('\0'))
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(v) = self.custom.remove(&k) {
+                self.custom.insert(k.replace('\0', REPLACEMENT), v);
+            }
+        }
+        self.custom.values_mut().for_each(scrub);
+        hit
+    }
+
     /// The value of a field by the name rules use: a wire name (`industry_field`), its short
     /// form (`industry`), or a custom field's name. Custom non-string values are rendered as
     /// JSON text.
@@ -250,6 +298,28 @@ mod tests {
             assert!(s.slot_mut(name).is_some(), "{name}");
         }
         assert!(s.slot_mut("utm_source").is_none());
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_and_documented_fields_named() {
+        let mut s = Submission {
+            name: Some("Jo\0hn".into()),
+            message: Some("fine".into()),
+            ..Default::default()
+        };
+        s.custom
+            .insert("k\0".into(), serde_json::json!({ "deep": ["a\0b"] }));
+        assert_eq!(s.replace_nul(), vec!["name_field"]);
+        assert_eq!(s.name.as_deref(), Some("Jo\u{FFFD}hn"));
+        assert_eq!(
+            s.custom["k\u{FFFD}"],
+            serde_json::json!({ "deep": ["a\u{FFFD}b"] })
+        );
+        assert!(
+            !serde_json::to_string(&s)
+                .unwrap_or_default()
+                .contains("\\u0000")
+        );
     }
 
     #[test]

@@ -622,4 +622,39 @@ mod tests {
             assert!(mask(&huge).chars().filter(char::is_ascii_digit).count() <= 4);
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any text in either field: no panic, and a valid result is a fixed point of
+        /// normalisation (feeding its E.164 back in gives the same number).
+        #[test]
+        fn normalisation_never_panics_and_is_stable(cc in "\\PC{0,8}", national in "\\PC{0,40}") {
+            if let Ok(p) = normalize(&cc, &national) {
+                proptest::prop_assert!(p.e164.starts_with('+'));
+                let again = normalize("", &p.e164);
+                proptest::prop_assert_eq!(again.map(|q| q.e164), Ok(p.e164.clone()));
+            }
+            let masked = mask(&national);
+            proptest::prop_assert!(masked.chars().filter(char::is_ascii_digit).count() <= 4);
+        }
+
+        /// Real-world spellings of valid numbers all reach the same E.164.
+        #[test]
+        fn formatting_does_not_change_the_number(
+            line in 0u32..10_000,
+            style in 0usize..5,
+        ) {
+            let digits = format!("650253{line:04}");
+            let national = match style {
+                0 => digits.clone(),
+                1 => format!("({}) {}-{}", &digits[..3], &digits[3..6], &digits[6..]),
+                2 => format!("{}.{}.{}", &digits[..3], &digits[3..6], &digits[6..]),
+                3 => format!("1-{}-{}-{}", &digits[..3], &digits[3..6], &digits[6..]),
+                _ => format!("+1 {} {} {}", &digits[..3], &digits[3..6], &digits[6..]),
+            };
+            let got = normalize("+1", &national).map(|p| p.e164);
+            proptest::prop_assert_eq!(got, Ok(format!("+1{digits}")));
+        }
+    }
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{HttpSettings, WorkerSettings};
+use crate::header_timeout::HeaderTimeout;
 use crate::intake::Intake;
 use crate::operator::api::AdminToken;
 use crate::server::{self, AppState};
@@ -47,7 +48,10 @@ impl Service {
             admin: Arc::new(AdminToken::new(admin_token)),
             engine: engine.clone(),
         });
-        let acceptor = TcpListener::bind(http.listen).into_acceptor().await?;
+        let acceptor = HeaderTimeout::new(
+            TcpListener::bind(http.listen).into_acceptor().await?,
+            http.header_timeout(),
+        );
         let addr = acceptor
             .local_addr()
             .first()

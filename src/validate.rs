@@ -36,9 +36,10 @@ const CALLBACK_FAILED: &str = "Failed to initiate auto callback";
 const MAX_ECHO_CHARS: usize = 64;
 
 /// Every `Rejection::reason` this module produces.
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 11] = [
     "missing_field",
     "wrong_type",
+    "bad_characters",
     "bad_status",
     "bad_is_auto",
     "invalid_phone",
@@ -92,6 +93,17 @@ pub fn wrong_type(field: &'static str) -> Rejection {
         "wrong_type",
         VALIDATION_FAILED,
         format!("{field} must be a string or a number"),
+    )
+}
+
+/// The rejection for a documented field that held a NUL character (replaced in what is
+/// stored, since PostgreSQL cannot keep it).
+pub fn nul_character(field: &'static str) -> Rejection {
+    reject(
+        field,
+        "bad_characters",
+        VALIDATION_FAILED,
+        format!("{field} contains a NUL character"),
     )
 }
 

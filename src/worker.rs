@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::config::WorkerSettings;
 use crate::lead::Step;
 use crate::queue::{self, StepJob, Wakeup};
+use crate::retention;
 use crate::steps::{self, Engine};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
@@ -55,6 +56,18 @@ impl Workers {
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
             tasks.spawn(supervise(engine, settings, step, stop_rx));
+        }
+        match retention::schedule(&settings.retention_cron) {
+            Ok(schedule) => {
+                let pool = engine.pool.clone();
+                tasks.spawn(retention::run_daily(
+                    pool,
+                    schedule,
+                    settings.retention_days,
+                    stop.subscribe(),
+                ));
+            }
+            Err(e) => tracing::error!(error = %e, "retention is off"),
         }
         Workers {
             stop,

@@ -87,10 +87,12 @@ async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Respo
             )));
         }
     };
-    let parsed = match parse::parse(&kind, bytes.clone()) {
+    let mut parsed = match parse::parse(&kind, bytes.clone()) {
         Ok(parsed) => parsed,
         Err(e) => return reject(Some(&token_hook), Some(&bytes), parse_error(e)).await,
     };
+    // PostgreSQL cannot store NUL in text: repair it before anything reaches the database.
+    let nul_fields = parsed.submission.replace_nul();
 
     // 5. 404, 6. 403: the body's hookName must name the token's own, active hook.
     let claimed = parsed.submission.hook_name.as_deref().map(str::trim);
@@ -109,9 +111,10 @@ async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Respo
     let policy = Policy {
         allowed_countries: workflow.and_then(|w| w.allowed_countries.clone()),
     };
-    let verdict = match parsed.type_errors.first() {
-        Some(field) => Err(validate::wrong_type(field)),
-        None => validate::validate(&parsed.submission, &policy),
+    let verdict = match (parsed.type_errors.first(), nul_fields.first()) {
+        (Some(field), _) => Err(validate::wrong_type(field)),
+        (None, Some(field)) => Err(validate::nul_character(field)),
+        (None, None) => validate::validate(&parsed.submission, &policy),
     };
     let max_attempts = workflow.map(|w| w.retry.max_attempts).unwrap_or(5);
     let input = store::Submitted {

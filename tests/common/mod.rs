@@ -101,6 +101,8 @@ pub fn worker_settings(workflows_dir: PathBuf) -> WorkerSettings {
         batch_size: 10,
         concurrency: 8,
         shutdown_timeout_s: 10,
+        retention_days: 30,
+        retention_cron: "0 30 3 * * *".to_owned(),
     }
 }
 
@@ -110,6 +112,7 @@ pub fn http_settings() -> HttpSettings {
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         max_body_bytes: 256 * 1024,
         request_timeout_ms: 10_000,
+        header_timeout_ms: 2_000,
     }
 }
 
