@@ -111,6 +111,9 @@ enum HooksCommand {
         /// Call leads back when the body has no `is_auto`.
         #[arg(long, value_enum, default_value_t = OnOff::On)]
         auto_callback: OnOff,
+        /// Requests per minute this hook may send (default: LEADFLOW_RATE_LIMIT_PER_MIN).
+        #[arg(long)]
+        rate_limit: Option<u32>,
         /// Directory of workflow definitions, to check that the workflow exists.
         #[arg(long, env = "LEADFLOW_WORKFLOWS_DIR", default_value = "workflows")]
         workflows_dir: PathBuf,
@@ -329,6 +332,7 @@ async fn hooks_cmd(pool: sqlx::PgPool, cmd: HooksCommand) -> Result<()> {
             name,
             workflow,
             auto_callback,
+            rate_limit,
             workflows_dir,
             url,
             json,
@@ -350,6 +354,9 @@ async fn hooks_cmd(pool: sqlx::PgPool, cmd: HooksCommand) -> Result<()> {
                 &url.base(),
             )
             .await?;
+            if rate_limit.is_some() {
+                hooks::set_rate_limit(&pool, &name, rate_limit).await?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&created)?);
             } else {

@@ -107,6 +107,10 @@ pub struct HttpSettings {
     /// previous response); slower connections are closed (slowloris).
     #[arg(long, env = "LEADFLOW_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+
+    /// Intake requests per minute per hook, unless the hook has its own limit (0: none).
+    #[arg(long, env = "LEADFLOW_RATE_LIMIT_PER_MIN", default_value_t = 600)]
+    pub rate_limit_per_min: u32,
 }
 
 impl HttpSettings {

@@ -21,6 +21,8 @@ pub struct Hook {
     pub workflow: String,
     pub auto_callback: bool,
     pub active: bool,
+    /// Requests per minute; `None` takes the service default.
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 /// What `hooks create` prints: the only time the token is shown.
@@ -117,7 +119,7 @@ struct TokenRow {
 pub async fn find_by_token(pool: &PgPool, token: &str) -> Result<Option<Hook>, sqlx::Error> {
     let hash = token_hash(token);
     let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, name, workflow, auto_callback, active, token_hash, \
+        "SELECT id, name, workflow, auto_callback, active, rate_limit_per_minute, token_hash, \
                 CASE WHEN prev_token_expires_at > now() THEN prev_token_hash END AS prev_token_hash \
          FROM hooks WHERE token_hash = $1 OR (prev_token_hash = $1 AND prev_token_expires_at > now())",
     )
@@ -136,16 +138,38 @@ pub async fn find_by_token(pool: &PgPool, token: &str) -> Result<Option<Hook>, s
 }
 
 pub async fn find_by_name(pool: &PgPool, name: &str) -> Result<Option<Hook>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, workflow, auto_callback, active FROM hooks WHERE name = $1")
+    sqlx::query_as("SELECT id, name, workflow, auto_callback, active, rate_limit_per_minute FROM hooks WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
         .await
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Hook>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, workflow, auto_callback, active FROM hooks ORDER BY name")
+    sqlx::query_as(
+        "SELECT id, name, workflow, auto_callback, active, rate_limit_per_minute FROM hooks ORDER BY name",
+    )
         .fetch_all(pool)
         .await
+}
+
+/// Sets a hook's requests-per-minute limit (`None`: the service default).
+pub async fn set_rate_limit(
+    pool: &PgPool,
+    name: &str,
+    per_minute: Option<u32>,
+) -> Result<(), HookError> {
+    let per_minute = per_minute.map(|n| i32::try_from(n.max(1)).unwrap_or(i32::MAX));
+    let done = sqlx::query(
+        "UPDATE hooks SET rate_limit_per_minute = $2, updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(per_minute)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(HookError::NotFound(name.to_owned()));
+    }
+    Ok(())
 }
 
 pub async fn set_active(pool: &PgPool, name: &str, active: bool) -> Result<(), HookError> {

@@ -16,6 +16,9 @@ pub struct ApiError {
     pub status: &'static str,
     pub message: String,
     pub details: String,
+    /// Seconds for `Retry-After` on a 503 or 429 (default [`RETRY_AFTER_S`]).
+    #[serde(skip)]
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -25,7 +28,14 @@ impl ApiError {
             status: "error",
             message: message.into(),
             details: details.into(),
+            retry_after_s: None,
         }
+    }
+
+    /// Tells the caller when to retry, rounded up to whole seconds.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after_s = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        self
     }
 
     pub fn unauthorized(details: &str) -> Self {
@@ -72,8 +82,12 @@ impl IntoResponse for ApiError {
         );
         let mut resp = json(self.code, &self);
         if retry {
+            let secs = self
+                .retry_after_s
+                .unwrap_or(u64::from(RETRY_AFTER_S))
+                .max(1);
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::{HttpSettings, WorkerSettings};
 use crate::header_timeout::HeaderTimeout;
 use crate::intake::Intake;
+use crate::intake::limit::RateLimits;
 use crate::operator::api::AdminToken;
 use crate::server::{self, AppState};
 use crate::steps::Engine;
@@ -41,6 +42,7 @@ impl Service {
             workflows: engine.workflows.clone(),
             max_body_bytes: http.max_body_bytes,
             request_timeout: http.request_timeout(),
+            limits: RateLimits::new(http.rate_limit_per_min),
         });
         let app = server::app(AppState {
             pool: engine.pool.clone(),

@@ -602,3 +602,46 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     let error = &doc["components"]["schemas"]["Error"];
     assert_eq!(error["required"], json!(["status", "message", "details"]));
 }
+
+#[tokio::test]
+async fn a_hook_over_its_rate_limit_gets_429_with_retry_after() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", false).await;
+    let other = app.hook("other-form", "default", false).await;
+    leadflow::hooks::set_rate_limit(&app.db.pool, "website-form", Some(3))
+        .await
+        .expect("limit");
+    for i in 0..3 {
+        let (code, _) = app
+            .post_json(&hook.token, &sample("website-form", &us_phone(80 + i)))
+            .await;
+        assert_eq!(code, 200);
+    }
+    let resp = app
+        .client
+        .post(app.url("/v1/webhooks/inbound"))
+        .bearer_auth(&hook.token)
+        .json(&sample("website-form", &us_phone(90)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=20).contains(&wait), "Retry-After {wait}");
+    let (_, body) = read(resp).await;
+    assert_error(429, &body, 429, "rate limit");
+    let (code, _) = app
+        .post_json(&other.token, &sample("other-form", &us_phone(91)))
+        .await;
+    assert_eq!(code, 200, "another hook has its own budget");
+    let leads: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    assert_eq!(leads, 4, "a 429 stores no lead");
+}

@@ -6,6 +6,7 @@
 //! one that gets to validation is stored as a lead (a 422 stores it `rejected`, so an
 //! operator can replay it), in the one transaction of [`store`].
 
+pub mod limit;
 pub mod parse;
 mod request;
 mod store;
@@ -31,6 +32,7 @@ pub struct Intake {
     pub workflows: Arc<Workflows>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub limits: limit::RateLimits,
 }
 
 #[handler]
@@ -57,6 +59,23 @@ async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Respo
         Ok(None) => return reject(None, None, ApiError::unauthorized("Invalid token")).await,
         Err(e) => return Err(ApiError::from_db(&e)),
     };
+
+    // A token over its hook's rate gets 429 before its body is even read.
+    if let Err(wait) = intake
+        .limits
+        .check(token_hook.id, token_hook.rate_limit_per_minute)
+    {
+        let err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            format!(
+                "Hook {:?} is over its rate limit; retry later",
+                token_hook.name
+            ),
+        )
+        .retry_after(wait);
+        return reject(Some(&token_hook), None, err).await;
+    }
 
     // 2. 415, 3. 413, 4. 400.
     let kind = match parse::body_kind(meta.content_type.as_deref()) {

@@ -113,6 +113,7 @@ pub fn http_settings() -> HttpSettings {
         max_body_bytes: 256 * 1024,
         request_timeout_ms: 10_000,
         header_timeout_ms: 2_000,
+        rate_limit_per_min: 0,
     }
 }
 
