@@ -2,10 +2,12 @@
 //!
 //! poem's server sets no header-read timeout, and its idle timeout is reset by every byte, so
 //! a client dribbling one byte every few seconds would hold a connection forever. This
-//! acceptor wraps each connection: from the connection's start, and again after every
-//! response, the client has `limit` to deliver a complete header block (`\r\n\r\n`); if not,
-//! reads fail and the connection closes. Bodies are not timed here (intake bounds their size,
-//! and the request timeout their handling).
+//! acceptor wraps each connection: from the connection's start, and from the first byte of
+//! every later request, the client has `limit` to deliver a complete header block
+//! (`\r\n\r\n`); if not, reads fail and the connection closes. A keep-alive connection idle
+//! between requests is left to the server's idle timeout: closing it here would race clients
+//! that reuse pooled connections. Bodies are not timed here (intake bounds their size, and the
+//! request timeout their handling).
 
 use std::io;
 use std::pin::Pin;
@@ -45,10 +47,21 @@ impl<A: Acceptor> Acceptor for HeaderTimeout<A> {
 pub struct Guarded<T> {
     inner: T,
     limit: Duration,
+    phase: Phase,
     /// Running while the client owes us a header block.
     deadline: Option<Pin<Box<Sleep>>>,
     /// The last bytes read, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request's headers, against the deadline.
+    Headers,
+    /// Headers done: the body and the response are not timed here.
+    Body,
+    /// A response went out; the next request has not started.
+    Idle,
 }
 
 impl<T> Guarded<T> {
@@ -56,6 +69,7 @@ impl<T> Guarded<T> {
         Guarded {
             inner,
             limit,
+            phase: Phase::Headers,
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
             tail: [0; 3],
         }
@@ -93,11 +107,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
         }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && this.deadline.is_some()
-        {
+        if let Poll::Ready(Ok(())) = polled {
             let fresh = buf.filled()[before..].to_vec();
-            if this.scan(&fresh) {
+            if this.phase == Phase::Idle && !fresh.is_empty() {
+                // The next request starts: its headers are on the clock from now.
+                this.phase = Phase::Headers;
+                this.tail = [0; 3];
+                this.deadline = Some(Box::pin(tokio::time::sleep_until(
+                    Instant::now() + this.limit,
+                )));
+            }
+            if this.phase == Phase::Headers && this.scan(&fresh) {
+                this.phase = Phase::Body;
                 this.deadline = None;
             }
         }
@@ -112,12 +133,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        // A response is going out: a keep-alive client owes the next request's headers.
-        if this.deadline.is_none() {
-            this.deadline = Some(Box::pin(tokio::time::sleep_until(
-                Instant::now() + this.limit,
-            )));
-            this.tail = [0; 3];
+        // A response is going out: the next bytes read belong to the next request.
+        if this.phase == Phase::Body {
+            this.phase = Phase::Idle;
         }
         Pin::new(&mut this.inner).poll_write(cx, data)
     }

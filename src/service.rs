@@ -20,6 +20,9 @@ use crate::server::{self, AppState};
 use crate::steps::Engine;
 use crate::worker::Workers;
 
+/// How long a keep-alive connection may sit idle between requests.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Service {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
@@ -63,6 +66,8 @@ impl Service {
         let grace = http.request_timeout();
         let handle = tokio::spawn(async move {
             Server::new_with_acceptor(acceptor)
+                // Keep-alive connections idle for this long are closed.
+                .idle_timeout(IDLE_TIMEOUT)
                 .run_with_graceful_shutdown(
                     app,
                     async {
