@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::blocklist;
-use crate::config::{DbSettings, HttpSettings, TelephonySettings, WorkerSettings};
+use crate::config::{DbSettings, HttpSettings, MetricsSettings, TelephonySettings, WorkerSettings};
 use crate::db::Database;
 use crate::hooks;
+use crate::metrics::Exposure;
 use crate::service::{self, Service};
 use crate::steps::Engine;
 use crate::validate::BlockKind;
@@ -61,6 +62,8 @@ struct ServeArgs {
     worker: WorkerSettings,
     #[command(flatten)]
     telephony: TelephonySettings,
+    #[command(flatten)]
+    metrics: MetricsSettings,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +74,8 @@ struct WorkerArgs {
     worker: WorkerSettings,
     #[command(flatten)]
     telephony: TelephonySettings,
+    #[command(flatten)]
+    metrics: MetricsSettings,
     /// The service's listen address, for the default public URL in callback URLs.
     #[arg(
         long,
@@ -267,6 +272,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(file) = file {
         tracing::info!(file = %file.display(), "admin token (for operator routes) is kept in this file");
     }
+    let exposure = Exposure::start(&db.pool, &workflows, &args.metrics).await?;
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let svc = Service::start(engine, &args.http, &token, Some(&args.worker))
         .await
@@ -274,6 +280,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and steps");
     let clean = svc.shutdown().await;
+    exposure.stop().await;
     db.close().await?;
     if clean {
         Ok(())
@@ -287,11 +294,16 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let engine_config = args.telephony.engine_config(args.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
+    let exposure = Exposure::start(&db.pool, &workflows, &args.metrics).await?;
+    if exposure.listen_addr().is_none() {
+        tracing::info!("metrics are not served: set LEADFLOW_METRICS_LISTEN to serve /metrics");
+    }
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let workers = Workers::spawn(engine, &args.worker);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
     let clean = workers.shutdown().await;
+    exposure.stop().await;
     db.close().await?;
     if clean {
         Ok(())

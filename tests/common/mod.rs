@@ -81,6 +81,13 @@ impl TestDb {
             options,
         }
     }
+
+    /// A URL for this database, for a `leadflow` process of its own.
+    pub async fn url(&self) -> String {
+        let mut url = url::Url::parse(&server_url().await).expect("server URL parses");
+        url.set_path(&self.name);
+        url.to_string()
+    }
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {
