@@ -13,6 +13,7 @@ pub mod db;
 pub mod hooks;
 pub mod intake;
 pub mod lead;
+pub mod listener;
 pub mod metrics;
 pub mod operator;
 pub mod phone;

@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -47,25 +45,8 @@ impl Service {
             admin: Arc::new(AdminToken::new(admin_token)),
             engine: engine.clone(),
         });
-        let acceptor = TcpListener::bind(http.listen).into_acceptor().await?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(http.listen);
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let grace = http.request_timeout();
-        let handle = tokio::spawn(async move {
-            Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    Some(grace),
-                )
-                .await
-        });
+        let grace = Some(http.request_timeout());
+        let (addr, stop_http, handle) = crate::listener::spawn(http.listen, app, grace).await?;
         let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
         tracing::info!(%addr, workers = workers.is_some(), "leadflow is listening");
         Ok(Service {

@@ -10,9 +10,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
-use poem::{EndpointExt, Response, Route, Server, get, handler};
+use poem::{EndpointExt, Response, Route, get, handler};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -51,24 +50,7 @@ impl MetricsServer {
             .at("/metrics", get(endpoint))
             .at("/healthz", get(healthz))
             .data(pool);
-        let acceptor = TcpListener::bind(listen).into_acceptor().await?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(listen);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(
-                    app,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    None,
-                )
-                .await
-        });
+        let (addr, stop, task) = crate::listener::spawn(listen, app, None).await?;
         Ok(MetricsServer { addr, stop, task })
     }
 
