@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{self, Process};
 use common::{Options, TestApp, TestDb, free_addr, repo_path, sample};
 use jiff::Timestamp;
 use leadflow::clock::Clock;
@@ -21,6 +21,9 @@ use leadflow::metrics::{self, Exposure};
 use leadflow::steps::ProviderConfig;
 use leadflow::telephony::sim::{SimConfig, parse_outcomes};
 use serde_json::Value;
+
+/// Label pairs a sample must have.
+type Labels<'a> = &'a [(&'a str, &'a str)];
 
 /// One sample line of the text format.
 #[derive(Debug, Clone)]
@@ -148,15 +151,13 @@ fn sim(outcomes: &str) -> ProviderConfig {
 /// The default workflow (New York office hours) beside the fast-callback test workflow.
 fn workflows_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lf-metrics-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    for file in [
-        "workflows/default.toml",
-        "tests/fixtures/workflows/fast-callback.toml",
-    ] {
-        let src = repo_path(file);
-        std::fs::copy(&src, dir.join(src.file_name().expect("name"))).expect("copy");
-    }
-    dir
+    common::workflows_in(
+        &dir,
+        &[
+            "workflows/default.toml",
+            "tests/fixtures/workflows/fast-callback.toml",
+        ],
+    )
 }
 
 #[tokio::test]
@@ -255,51 +256,64 @@ async fn metrics_follow_leads_through_intake_steps_and_callbacks() {
     let delta =
         |name: &str, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
 
-    // Intake: every answer by hook and code; the unauthenticated one under "unknown".
     let fast_hook = ("hook", "metrics-fast");
-    assert_eq!(
-        delta(metrics::INTAKE_REQUESTS, &[fast_hook, ("code", "200")]),
-        2.0
-    );
-    assert_eq!(
-        delta(metrics::INTAKE_REQUESTS, &[fast_hook, ("code", "422")]),
-        1.0
-    );
-    assert_eq!(
-        delta(
+    let fast_flow = ("workflow", "fast-callback");
+    let team = ("team", "team_001");
+    let intake_count = format!("{}_count", metrics::INTAKE_DURATION);
+    let speed_count = format!("{}_count", metrics::SPEED_TO_LEAD);
+    let expected: &[(&str, Labels, f64)] = &[
+        // Intake: every answer by hook and code; the unauthenticated one under "unknown".
+        (metrics::INTAKE_REQUESTS, &[fast_hook, ("code", "200")], 2.0),
+        (metrics::INTAKE_REQUESTS, &[fast_hook, ("code", "422")], 1.0),
+        (
             metrics::INTAKE_REQUESTS,
-            &[("hook", "unknown"), ("code", "401")]
+            &[("hook", "unknown"), ("code", "401")],
+            1.0,
         ),
-        1.0
-    );
-    let count = format!("{}_count", metrics::INTAKE_DURATION);
-    assert_eq!(delta(&count, &[fast_hook]), 3.0);
-    assert_eq!(
-        delta(metrics::LEADS, &[fast_hook, ("outcome", "accepted")]),
-        1.0
-    );
-    assert_eq!(
-        delta(metrics::LEADS, &[fast_hook, ("outcome", "duplicate")]),
-        1.0
-    );
-    assert_eq!(
-        delta(metrics::LEADS, &[fast_hook, ("outcome", "rejected")]),
-        1.0
-    );
-    assert_eq!(
-        delta(
+        (&intake_count, &[fast_hook], 3.0),
+        (metrics::LEADS, &[fast_hook, ("outcome", "accepted")], 1.0),
+        (metrics::LEADS, &[fast_hook, ("outcome", "duplicate")], 1.0),
+        (metrics::LEADS, &[fast_hook, ("outcome", "rejected")], 1.0),
+        (
             metrics::LEAD_REJECTIONS,
-            &[fast_hook, ("reason", "invalid_phone")]
+            &[fast_hook, ("reason", "invalid_phone")],
+            1.0,
         ),
-        1.0
-    );
-
-    // Steps, runs and calls.
-    for step in ["qualify", "route"] {
-        assert_eq!(
-            delta(metrics::STEP_RUNS, &[("step", step), ("outcome", "ok")]),
-            2.0
-        );
+        // Steps, runs and calls.
+        (
+            metrics::STEP_RUNS,
+            &[("step", "qualify"), ("outcome", "ok")],
+            2.0,
+        ),
+        (
+            metrics::STEP_RUNS,
+            &[("step", "route"), ("outcome", "ok")],
+            2.0,
+        ),
+        (metrics::STEP_RUNS, &[("outcome", "failed")], 0.0),
+        (
+            metrics::RUNS_FINISHED,
+            &[fast_flow, ("status", "called")],
+            1.0,
+        ),
+        (
+            metrics::RUNS_FINISHED,
+            &[fast_flow, ("status", "rejected")],
+            1.0,
+        ),
+        (metrics::RUNS_FINISHED, &[("workflow", "default")], 0.0),
+        (
+            metrics::CALLBACK_ATTEMPTS,
+            &[team, ("outcome", "called")],
+            1.0,
+        ),
+        (metrics::CALLBACK_ATTEMPTS, &[team], 3.0),
+        // Speed to lead: one call at once, one held for the opening.
+        (&speed_count, &[team, ("waited", "false")], 1.0),
+        (&speed_count, &[team, ("waited", "true")], 1.0),
+    ];
+    for (name, labels, want) in expected {
+        assert_eq!(delta(name, labels), *want, "{name} {labels:?}");
     }
     assert!(
         delta(
@@ -328,11 +342,7 @@ async fn metrics_follow_leads_through_intake_steps_and_callbacks() {
     );
     assert_eq!(delta(metrics::CALLBACK_ATTEMPTS, &[team]), 3.0);
 
-    // Speed to lead: one call at once, one held for the opening (about three seconds).
-    let count = format!("{}_count", metrics::SPEED_TO_LEAD);
     let sum = format!("{}_sum", metrics::SPEED_TO_LEAD);
-    assert_eq!(delta(&count, &[team, ("waited", "false")]), 1.0);
-    assert_eq!(delta(&count, &[team, ("waited", "true")]), 1.0);
     let quick = delta(&sum, &[team, ("waited", "false")]);
     let held = delta(&sum, &[team, ("waited", "true")]);
     assert!(
@@ -437,70 +447,30 @@ fn assert_prometheus_conventions(scrape: &Scrape) {
     }
 }
 
-/// A `leadflow worker` process on `db_url`, killed when dropped.
+/// A `leadflow worker` process with its metrics listener.
 struct WorkerProcess {
-    child: Child,
+    process: Process,
     metrics: String,
-    log: PathBuf,
 }
 
 impl WorkerProcess {
     fn spawn(db_url: &str, workflows: &Path, extra: &[(&str, &str)]) -> WorkerProcess {
         let listen = free_addr();
-        let log =
-            std::env::temp_dir().join(format!("lf-worker-{}.log", uuid::Uuid::new_v4().simple()));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadflow"));
+        let mut cmd = process::leadflow(db_url, workflows);
         cmd.arg("worker")
-            .env("DATABASE_URL", db_url)
-            .env("LEADFLOW_WORKFLOWS_DIR", workflows)
             .env("LEADFLOW_METRICS_LISTEN", listen.to_string())
             .env("LEADFLOW_METRICS_REFRESH_MS", "200")
-            .env("LEADFLOW_POLL_INTERVAL_MS", "50")
-            .env("LEADFLOW_SIM_DELAY_MS", "50")
-            .env("RUST_LOG", "info")
-            .env_remove("LEADFLOW_LOG_FORMAT")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("leadflow worker starts");
+            .envs(extra.iter().copied());
         WorkerProcess {
-            child,
+            process: Process::spawn("worker", &mut cmd),
             metrics: format!("http://{listen}"),
-            log,
         }
     }
 
-    async fn wait_healthy(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(resp) = reqwest::get(format!("{}/healthz", self.metrics)).await
-                && resp.status() == 200
-            {
-                return resp.json().await.expect("json");
-            }
-            assert!(Instant::now() < deadline, "worker never served /healthz");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn terminate(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+    async fn healthz(&self) -> Value {
+        let url = format!("{}/healthz", self.metrics);
+        let resp = process::wait_ok(&url, Duration::from_secs(60)).await;
+        resp.json().await.expect("json")
     }
 }
 
@@ -525,8 +495,7 @@ async fn one_worker_process_refreshes_the_queue_gauges_and_another_takes_over() 
         WorkerProcess::spawn(&url, &flows, &[]),
     ];
     for w in &workers {
-        let health = w.wait_healthy().await;
-        assert_eq!(health["status"], "ok");
+        assert_eq!(w.healthz().await["status"], "ok");
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     let leader = loop {
@@ -542,18 +511,10 @@ async fn one_worker_process_refreshes_the_queue_gauges_and_another_takes_over() 
         assert!(Instant::now() < deadline, "no single refresher: {states:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let health = reqwest::get(format!("{}/healthz", workers[leader].metrics))
-        .await
-        .expect("healthz")
-        .json::<Value>()
-        .await
-        .expect("json");
-    assert_eq!(health["workers_alive"], 3);
+    assert_eq!(workers[leader].healthz().await["workers_alive"], 3);
 
     // kill -9: the lock goes with the dead process's session, and the other takes over.
-    let mut dead = workers.remove(leader);
-    dead.child.kill().expect("kill -9");
-    let _ = dead.child.wait();
+    workers.remove(leader).process.kill();
     let survivor = &workers[0];
     let deadline = Instant::now() + Duration::from_secs(15);
     while is_refresher(survivor).await != Some(true) {
@@ -576,10 +537,10 @@ async fn json_logs_name_the_lead_run_and_job_of_every_step() {
         &flows,
         &[
             ("LEADFLOW_LOG_FORMAT", "json"),
-            ("RUST_LOG", "info,leadflow::steps=debug"),
+            ("RUST_LOG", "warn,leadflow::steps=debug"),
         ],
     );
-    worker.wait_healthy().await;
+    worker.healthz().await;
     let hook = app.hook("json-logs", "fast-callback", true).await;
     let (code, resp) = app
         .post_json(&hook.token, &sample("json-logs", "650-253-0042"))
@@ -590,9 +551,9 @@ async fn json_logs_name_the_lead_run_and_job_of_every_step() {
         .wait_for_run(&lead, "called", Duration::from_secs(20))
         .await;
     let run = view["run"]["id"].as_str().expect("run id").to_owned();
-    worker.terminate();
+    worker.process.terminate(Duration::from_secs(30));
 
-    let log = std::fs::read_to_string(&worker.log).expect("log");
+    let log = worker.process.log_text();
     let mut steps_seen = std::collections::BTreeSet::new();
     for line in log.lines() {
         let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
