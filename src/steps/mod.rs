@@ -116,7 +116,7 @@ pub async fn run_job(
             }
         };
         metrics::step_run(step, outcome, elapsed);
-        let elapsed_ms = elapsed.as_millis() as u64;
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         tracing::debug!(outcome = outcome.as_str(), elapsed_ms, "step done");
         result
     }
