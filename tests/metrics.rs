@@ -150,7 +150,8 @@ fn sim(outcomes: &str) -> ProviderConfig {
 
 /// The default workflow (New York office hours) beside the fast-callback test workflow.
 fn workflows_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lf-metrics-{}", uuid::Uuid::new_v4().simple()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("lf-metrics-{}", uuid::Uuid::new_v4().simple()));
     common::workflows_in(
         &dir,
         &[
@@ -407,6 +408,7 @@ async fn metrics_follow_leads_through_intake_steps_and_callbacks() {
         assert!(!after.text.contains(secret), "{secret} in /metrics");
     }
     exposure.stop().await;
+    let _ = std::fs::remove_dir_all(&app.workflows_dir);
 }
 
 fn le_value(le: &str) -> f64 {

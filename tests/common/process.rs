@@ -26,7 +26,8 @@ pub struct Process {
 impl Process {
     /// Starts `cmd` with stdout and stderr in a log file named after `name`.
     pub fn spawn(name: &str, cmd: &mut Command) -> Process {
-        let log = std::env::temp_dir().join(format!("lf-{name}-{}.log", uuid::Uuid::new_v4()));
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("lf-{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = cmd
