@@ -19,6 +19,10 @@ lint:
 migrate:
     cargo run --release -- migrate
 
+# Dashboards and alert rules against a real Prometheus (installs Debian's prometheus if absent)
+monitoring-check:
+    bash dashboards/check.sh
+
 # What CI runs
 ci:
     bash .ci/run

@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::blocklist;
-use crate::config::{DbSettings, HttpSettings, TelephonySettings, WorkerSettings};
+use crate::config::{DbSettings, HttpSettings, MetricsSettings, TelephonySettings, WorkerSettings};
 use crate::db::Database;
 use crate::hooks;
+use crate::metrics::Exposure;
 use crate::service::{self, Service};
 use crate::steps::Engine;
 use crate::validate::BlockKind;
@@ -64,6 +65,8 @@ struct ServeArgs {
     /// Serve HTTP only: run the workers in separate `leadflow worker` processes.
     #[arg(long, env = "LEADFLOW_NO_WORKERS")]
     no_workers: bool,
+    #[command(flatten)]
+    metrics: MetricsSettings,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +77,8 @@ struct WorkerArgs {
     worker: WorkerSettings,
     #[command(flatten)]
     telephony: TelephonySettings,
+    #[command(flatten)]
+    metrics: MetricsSettings,
     /// The service's listen address, for the default public URL in callback URLs.
     #[arg(
         long,
@@ -274,6 +279,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(file) = file {
         tracing::info!(file = %file.display(), "admin token (for operator routes) is kept in this file");
     }
+    let exposure = Exposure::start(&db.pool, &workflows, &args.metrics).await?;
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let workers = (!args.no_workers).then_some(&args.worker);
     let svc = Service::start(engine, &args.http, &token, workers)
@@ -282,6 +288,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests and steps");
     let clean = svc.shutdown().await;
+    exposure.stop().await;
     db.close().await?;
     if clean {
         Ok(())
@@ -296,12 +303,17 @@ async fn worker(args: WorkerArgs) -> Result<()> {
     let engine_config = args.telephony.engine_config(args.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
+    let exposure = Exposure::start(&db.pool, &workflows, &args.metrics).await?;
+    if exposure.listen_addr().is_none() {
+        tracing::info!("metrics are not served: set LEADFLOW_METRICS_LISTEN to serve /metrics");
+    }
     let engine = Engine::build(db.pool.clone(), workflows, engine_config)?;
     let workers = Workers::spawn(engine.clone(), &args.worker);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight steps");
     let clean =
         workers.shutdown().await && engine.drain_reports(args.worker.shutdown_timeout()).await;
+    exposure.stop().await;
     db.close().await?;
     if clean {
         Ok(())

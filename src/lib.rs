@@ -14,6 +14,8 @@ pub mod header_timeout;
 pub mod hooks;
 pub mod intake;
 pub mod lead;
+pub mod listener;
+pub mod metrics;
 pub mod operator;
 pub mod phone;
 pub mod queue;

@@ -40,6 +40,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/openapi.json", get(openapi))
+        .at("/metrics", get(crate::metrics::endpoint))
         .data(state.pool)
         .data(state.intake)
         .data(state.engine)

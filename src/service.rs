@@ -6,22 +6,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{HttpSettings, WorkerSettings};
-use crate::header_timeout::HeaderTimeout;
 use crate::intake::Intake;
 use crate::intake::limit::RateLimits;
 use crate::operator::api::AdminToken;
 use crate::server::{self, AppState};
 use crate::steps::Engine;
 use crate::worker::Workers;
-
-/// How long a keep-alive connection may sit idle between requests.
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct Service {
     pub addr: SocketAddr,
@@ -53,30 +47,9 @@ impl Service {
             admin: Arc::new(AdminToken::new(admin_token)),
             engine: engine.clone(),
         });
-        let acceptor = HeaderTimeout::new(
-            TcpListener::bind(http.listen).into_acceptor().await?,
-            http.header_timeout(),
-        );
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(http.listen);
-        let (stop_http, stopped) = oneshot::channel::<()>();
-        let grace = http.request_timeout();
-        let handle = tokio::spawn(async move {
-            Server::new_with_acceptor(acceptor)
-                // Keep-alive connections idle for this long are closed.
-                .idle_timeout(IDLE_TIMEOUT)
-                .run_with_graceful_shutdown(
-                    app,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    Some(grace),
-                )
-                .await
-        });
+        let grace = Some(http.request_timeout());
+        let (addr, stop_http, handle) =
+            crate::listener::spawn(http.listen, app, grace, http.header_timeout()).await?;
         let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
         tracing::info!(%addr, workers = workers.is_some(), "leadflow is listening");
         Ok(Service {

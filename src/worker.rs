@@ -111,7 +111,9 @@ async fn supervise(
     let mut pause = Duration::from_millis(500);
     loop {
         let name = worker_name(step);
+        let alive = crate::metrics::worker_alive(step);
         let result = run_worker(engine.clone(), &settings, step, &name, stop.clone()).await;
+        drop(alive);
         if *stop.borrow() {
             tracing::info!(worker = %name, "worker stopped");
             return;

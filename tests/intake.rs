@@ -578,6 +578,7 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
         "/healthz",
         "/readyz",
         "/openapi.json",
+        "/metrics",
     ]
     .into_iter()
     .map(String::from)

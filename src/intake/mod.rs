@@ -11,8 +11,8 @@ pub mod parse;
 mod request;
 mod store;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
 use poem::web::Data;
@@ -20,6 +20,7 @@ use poem::{Body, IntoResponse, Request, Response, handler};
 use sqlx::PgPool;
 
 use crate::hooks::{self, Hook};
+use crate::metrics;
 use crate::reply::ApiError;
 use crate::validate::{self, Policy};
 use crate::workflow::Workflows;
@@ -37,16 +38,28 @@ pub struct Intake {
 
 #[handler]
 pub async fn inbound(req: &Request, body: Body, intake: Data<&Arc<Intake>>) -> Response {
+    let started = Instant::now();
     let meta = RequestMeta::from_request(req);
+    // Set once the token names a hook; a timeout still knows it.
+    let hook = OnceLock::new();
     // A bounded answer even when the database hangs: the sender retries a 503.
-    match tokio::time::timeout(intake.request_timeout, handle(&intake, &meta, body)).await {
+    let handling = handle(&intake, &meta, body, &hook);
+    let resp = match tokio::time::timeout(intake.request_timeout, handling).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(err)) => err.into_response(),
         Err(_) => ApiError::unavailable().into_response(),
-    }
+    };
+    let hook = hook.get().map(String::as_str);
+    metrics::intake_request(hook, resp.status().as_u16(), started.elapsed());
+    resp
 }
 
-async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    intake: &Intake,
+    meta: &RequestMeta,
+    body: Body,
+    hook_label: &OnceLock<String>,
+) -> Result<Response, ApiError> {
     let pool = &intake.pool;
     let reject = |hook, body, err| reject(pool, meta, hook, body, err);
 
@@ -59,6 +72,7 @@ async fn handle(intake: &Intake, meta: &RequestMeta, body: Body) -> Result<Respo
         Ok(None) => return reject(None, None, ApiError::unauthorized("Invalid token")).await,
         Err(e) => return Err(ApiError::from_db(&e)),
     };
+    let _ = hook_label.set(token_hook.name.clone());
 
     // A token over its hook's rate gets 429 before its body is even read.
     if let Err(wait) = intake

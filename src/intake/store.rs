@@ -14,6 +14,7 @@ use super::RequestMeta;
 use super::parse;
 use crate::hooks::Hook;
 use crate::lead::{RunStatus, Step, Submission};
+use crate::metrics::{self, LeadOutcome, Observation};
 use crate::queue::StepJob;
 use crate::reply::{self, ApiError};
 use crate::steps;
@@ -118,6 +119,9 @@ pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, Sto
         let (resp, entry) = earlier.answer(&input);
         insert_log(&mut tx, &entry, earlier.lead_id).await?;
         tx.commit().await?;
+        if earlier.same_request {
+            metrics::lead(&input.hook.name, LeadOutcome::Duplicate);
+        }
         return Ok(resp);
     }
 
@@ -204,6 +208,14 @@ pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, Sto
         .await?;
     }
     tx.commit().await?;
+    match &verdict {
+        Ok(_) => metrics::lead(&input.hook.name, LeadOutcome::Accepted),
+        Err(r) => {
+            metrics::lead(&input.hook.name, LeadOutcome::Rejected(r.reason));
+            let workflow = input.hook.workflow.clone();
+            Observation::RunFinished { workflow, status }.record();
+        }
+    }
     Ok(reply::json(code, &body))
 }
 

@@ -13,12 +13,15 @@ pub mod faults;
 mod qualify;
 mod route;
 
+use std::time::Instant;
+
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::lead::{RunStatus, Step};
+use crate::metrics::{self, Observation, StepOutcome};
 use crate::queue::{self, QueueError, StepJob};
 use crate::timeline;
 pub use context::RunContext;
@@ -83,21 +86,39 @@ pub async fn run_job(
     job_id: &str,
     attempt: u32,
 ) -> Result<(), StepError> {
-    let span = tracing::info_span!("step", %step, run_id = %job.run_id, n = job.n, job_id, attempt);
+    // `lead_id` is filled in by `claim` once the run is loaded, so that every log line of the
+    // step (JSON logs carry the span) names the lead, the run and the job.
+    let span = tracing::info_span!(
+        "step",
+        %step,
+        lead_id = tracing::field::Empty,
+        run_id = %job.run_id,
+        n = job.n,
+        job_id,
+        attempt
+    );
     async {
-        match execute(engine, step, job, job_id, attempt).await {
-            Ok(()) => Ok(()),
+        let started = Instant::now();
+        let result = execute(engine, step, job, job_id, attempt).await;
+        let elapsed = started.elapsed();
+        let outcome = match &result {
+            Ok(()) => StepOutcome::Ok,
             Err(err) => {
                 tracing::warn!(error = %err, "step failed");
-                if let Err(record_err) =
-                    record_failure(engine, step, job, job_id, attempt, &err).await
-                {
-                    // The job stays claimed; apalis re-delivers it after the rescue timeout.
-                    tracing::error!(error = %record_err, "could not record the step failure");
+                match record_failure(engine, step, job, job_id, attempt, err).await {
+                    Ok(outcome) => outcome,
+                    Err(record_err) => {
+                        // The job stays claimed; apalis re-delivers it after the rescue timeout.
+                        tracing::error!(error = %record_err, "could not record the step failure");
+                        StepOutcome::Retry
+                    }
                 }
-                Err(err)
             }
-        }
+        };
+        metrics::step_run(step, outcome, elapsed);
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        tracing::debug!(outcome = outcome.as_str(), elapsed_ms, "step done");
+        result
     }
     .instrument(span)
     .await
@@ -137,6 +158,7 @@ pub(crate) async fn claim(
         return Ok(None);
     }
     let ctx = RunContext::load(tx, job.run_id).await?;
+    tracing::Span::current().record("lead_id", tracing::field::display(ctx.lead_id));
     if ctx.status.is_terminal() {
         set_step(tx, step, job, "cancelled", attempt, None, None).await?;
         tracing::info!(run_status = %ctx.status, "run already ended; step not executed");
@@ -172,7 +194,7 @@ async fn execute(
             event: "run.failed",
         },
     };
-    apply(
+    let ended = apply(
         &mut tx,
         step,
         job,
@@ -183,9 +205,14 @@ async fn execute(
     )
     .await?;
     tx.commit().await?;
+    if let Some(ended) = ended {
+        ended.record();
+    }
     Ok(())
 }
 
+/// Records the transition. Returns the run's end when the transition ended it, to be counted
+/// once the transaction commits.
 async fn apply(
     tx: &mut PgConnection,
     step: Step,
@@ -194,7 +221,7 @@ async fn apply(
     ctx: &RunContext,
     transition: Transition,
     max_attempts: u32,
-) -> Result<(), StepError> {
+) -> Result<Option<Observation>, StepError> {
     match transition {
         Transition::Next {
             step: next,
@@ -218,6 +245,7 @@ async fn apply(
                 output,
             )
             .await?;
+            Ok(None)
         }
         Transition::Finish {
             status,
@@ -226,7 +254,7 @@ async fn apply(
             event,
         } => {
             set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
-            touch_run(tx, job.run_id, Some(status), reason.as_deref()).await?;
+            let ended = touch_run(tx, job.run_id, Some(status), reason.as_deref()).await?;
             timeline::record(
                 tx,
                 ctx.lead_id,
@@ -236,9 +264,9 @@ async fn apply(
                 output,
             )
             .await?;
+            Ok(ended)
         }
     }
-    Ok(())
 }
 
 /// Creates the step row and its job together. Used by intake for the first worker step and
@@ -308,26 +336,49 @@ async fn set_step(
 }
 
 /// Moves a run to `status` (when given) unless it already ended; always bumps `updated_at`.
+/// When this call is what ended the run, returns that fact, to be counted once committed.
 async fn touch_run(
     conn: &mut PgConnection,
     run_id: Uuid,
     status: Option<RunStatus>,
     reason: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE runs SET \
-         status = CASE WHEN status IN ('running', 'scheduled', 'calling') \
-                       THEN COALESCE($2, status) ELSE status END, \
-         reason = CASE WHEN status IN ('running', 'scheduled', 'calling') \
-                       THEN COALESCE($3, reason) ELSE reason END, \
-         updated_at = now() WHERE id = $1",
+) -> Result<Option<Observation>, sqlx::Error> {
+    let Some(status) = status else {
+        sqlx::query("UPDATE runs SET updated_at = now() WHERE id = $1")
+            .bind(run_id)
+            .execute(conn)
+            .await?;
+        return Ok(None);
+    };
+    // The CTE reads the status this update replaces (RETURNING sees only the new one); its
+    // row lock makes that read the latest committed status.
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "WITH old AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) \
+         UPDATE runs r SET \
+         status = CASE WHEN old.status IN ('running', 'scheduled', 'calling') \
+                       THEN $2 ELSE old.status END, \
+         reason = CASE WHEN old.status IN ('running', 'scheduled', 'calling') \
+                       THEN COALESCE($3, r.reason) ELSE r.reason END, \
+         updated_at = now() FROM old WHERE r.id = old.id \
+         RETURNING old.status, r.status, r.workflow",
     )
     .bind(run_id)
-    .bind(status.map(RunStatus::as_str))
+    .bind(status.as_str())
     .bind(reason)
-    .execute(conn)
+    .fetch_optional(conn)
     .await?;
-    Ok(())
+    let Some((before, after, workflow)) = row else {
+        return Ok(None);
+    };
+    let (Ok(before), Ok(after)) = (before.parse::<RunStatus>(), after.parse::<RunStatus>()) else {
+        return Ok(None);
+    };
+    Ok(
+        (!before.is_terminal() && after.is_terminal()).then_some(Observation::RunFinished {
+            workflow,
+            status: after,
+        }),
+    )
 }
 
 /// Records a failed execution: schedules the retry in the job row itself, or, after the last
@@ -339,7 +390,7 @@ async fn record_failure(
     job_id: &str,
     attempt: u32,
     err: &StepError,
-) -> Result<(), StepError> {
+) -> Result<StepOutcome, StepError> {
     let mut tx = engine.pool.begin().await?;
     let row: Option<(i32, Uuid, String)> = sqlx::query_as(
         "SELECT s.max_attempts, r.lead_id, r.workflow FROM steps s JOIN runs r ON r.id = s.run_id \
@@ -351,7 +402,8 @@ async fn record_failure(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((max_attempts, lead_id, workflow)) = row else {
-        return Ok(());
+        // No step row: nothing will run this job again.
+        return Ok(StepOutcome::Failed);
     };
     let policy = engine
         .workflows
@@ -363,7 +415,8 @@ async fn record_failure(
         ..policy
     };
     let message = err.to_string();
-    match policy.delay_after(attempt, rand::random()) {
+    let mut ended = None;
+    let outcome = match policy.delay_after(attempt, rand::random()) {
         Some(delay) => {
             let delay_ms = delay.as_millis() as i64;
             let (next_run_at,): (jiff_sqlx::Timestamp,) = sqlx::query_as(
@@ -398,11 +451,12 @@ async fn record_failure(
                 detail,
             )
             .await?;
+            StepOutcome::Retry
         }
         None => {
             set_step(&mut tx, step, job, "failed", attempt, None, Some(&message)).await?;
             let reason = format!("{step} failed after {attempt} attempts: {message}");
-            touch_run(&mut tx, job.run_id, Some(RunStatus::Failed), Some(&reason)).await?;
+            ended = touch_run(&mut tx, job.run_id, Some(RunStatus::Failed), Some(&reason)).await?;
             let detail = json!({ "step": step, "attempt": attempt, "error": message });
             timeline::record(
                 &mut tx,
@@ -421,8 +475,12 @@ async fn record_failure(
             .bind(attempt as i32)
             .execute(&mut *tx)
             .await?;
+            StepOutcome::Failed
         }
-    }
+    };
     tx.commit().await?;
-    Ok(())
+    if let Some(ended) = ended {
+        ended.record();
+    }
+    Ok(outcome)
 }

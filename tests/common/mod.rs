@@ -3,7 +3,9 @@
 //! free port, reached over real sockets.
 #![allow(dead_code)]
 
+pub mod dashboards;
 pub mod fake_twilio;
+pub mod process;
 pub mod procs;
 
 use std::path::PathBuf;
@@ -87,10 +89,27 @@ impl TestDb {
             url: db_url.to_string(),
         }
     }
+
+    /// A URL for this database, for a `leadflow` process of its own.
+    pub async fn url(&self) -> String {
+        let mut url = url::Url::parse(&server_url().await).expect("server URL parses");
+        url.set_path(&self.name);
+        url.to_string()
+    }
 }
 
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A workflows folder in `dir` holding copies of the repo's workflow `files`.
+pub fn workflows_in(dir: &std::path::Path, files: &[&str]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("workflows dir");
+    for file in files {
+        let src = repo_path(file);
+        std::fs::copy(&src, dir.join(src.file_name().expect("file name"))).expect("copy");
+    }
+    dir.to_path_buf()
 }
 
 pub fn worker_settings(workflows_dir: PathBuf) -> WorkerSettings {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::plan::Plan;
 use super::policy::Outcome;
-use super::{Exec, webhook};
+use super::{Exec, speed, webhook};
 use crate::db::At;
 use crate::lead::Step;
 use crate::queue::StepJob;
@@ -237,6 +237,7 @@ impl Exec<'_> {
         if current.state == State::Done && result.is_err() {
             self.decide(&mut tx, &current, now).await?;
             tx.commit().await?;
+            self.pending.committed();
             return Ok(());
         }
         match result {
@@ -262,6 +263,14 @@ impl Exec<'_> {
                     detail,
                 )
                 .await?;
+                if current.placed_at.is_none() && current.n == 1 {
+                    let placed_at = engine.clock.to_real(now);
+                    let speed =
+                        speed::first_call(&mut tx, self.ctx.run_id, &self.team_id, placed_at);
+                    if let Some(observed) = speed.await? {
+                        self.pending.push(observed);
+                    }
+                }
                 let row = AttemptRow::from(row);
                 if row.state == State::Done {
                     self.decide(&mut tx, &row, now).await?;
@@ -297,7 +306,9 @@ impl Exec<'_> {
                     }
                     None => {
                         record_error(&mut tx, current.id, "done", errors, &message, now).await?;
-                        let a = settle(&mut tx, current.id, Outcome::Failed, now).await?;
+                        let a = self
+                            .settle(&mut tx, current.id, Outcome::Failed, now)
+                            .await?;
                         let reason = format!(
                             "the provider stayed unavailable for {errors} tries: {message}"
                         );
@@ -316,7 +327,8 @@ impl Exec<'_> {
                     now,
                 )
                 .await?;
-                let a = settle(&mut tx, current.id, Outcome::of_refusal(&message), now).await?;
+                let refusal = Outcome::of_refusal(&message);
+                let a = self.settle(&mut tx, current.id, refusal, now).await?;
                 self.decide(&mut tx, &a, now).await?;
             }
             Err(PlaceError::Unknown(message)) => {
@@ -346,6 +358,7 @@ impl Exec<'_> {
             }
         }
         tx.commit().await?;
+        self.pending.committed();
         tracing::debug!(step = %Step::Callback, "attempt recorded");
         Ok(())
     }

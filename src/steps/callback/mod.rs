@@ -16,6 +16,7 @@ mod attempt;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+mod speed;
 pub mod webhook;
 
 use jiff::{SignedDuration, Timestamp};
@@ -24,6 +25,7 @@ use sqlx::PgConnection;
 
 use super::{Engine, RunContext, StepError};
 use crate::lead::{RunStatus, Step};
+use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::timeline;
 use crate::workflow::{Team, Workflow};
@@ -40,6 +42,8 @@ struct Exec<'a> {
     workflow: &'a Workflow,
     team_id: String,
     team: &'a Team,
+    /// What the current transaction observed, counted once it commits.
+    pending: Pending,
 }
 
 pub(super) async fn execute(
@@ -68,6 +72,7 @@ pub(super) async fn execute(
         workflow,
         team_id,
         team,
+        pending: Pending::default(),
     };
     let now = engine.clock.now();
     let current = attempt::current(&mut tx, job).await?;
@@ -84,7 +89,7 @@ pub(super) async fn execute(
                 } else {
                     // No status callback came for a call that may have gone out: count it as
                     // an attempt whose fate is unknown, and carry on by the policy.
-                    let a = attempt::settle(&mut tx, a.id, Outcome::Lost, now).await?;
+                    let a = exec.settle(&mut tx, a.id, Outcome::Lost, now).await?;
                     exec.decide(&mut tx, &a, now).await?;
                 }
                 None
@@ -100,6 +105,7 @@ pub(super) async fn execute(
         },
     };
     tx.commit().await?;
+    exec.pending.committed();
     if let Some(row) = to_place {
         exec.place(row).await?;
     }
@@ -258,7 +264,7 @@ impl Exec<'_> {
         if let Some(sid) = a.provider_call_id.as_deref() {
             match self.engine.provider.status(sid).await {
                 Ok(Some(event)) if event.call_status.is_terminal() => {
-                    outcome::apply_on(tx, self.engine, a.id, &event)
+                    outcome::apply_on(tx, self.engine, a.id, &event, &self.pending)
                         .await
                         .map_err(|e| match e {
                             outcome::OutcomeError::Db(db) => StepError::Db(db),
@@ -286,7 +292,7 @@ impl Exec<'_> {
             }
         }
         if now >= give_up {
-            attempt::settle(tx, a.id, Outcome::Lost, now).await?;
+            self.settle(tx, a.id, Outcome::Lost, now).await?;
             let reason = format!("attempt {} got no final status from the provider", a.n);
             return self.finish(tx, RunStatus::Failed, &reason, &a).await;
         }
@@ -373,7 +379,7 @@ impl Exec<'_> {
             None,
         )
         .await?;
-        super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
+        self.end_run(tx, status, reason).await?;
         let detail = json!({ "status": status, "reason": reason, "attempts": a.n });
         timeline::record(
             tx,
@@ -385,6 +391,37 @@ impl Exec<'_> {
         )
         .await?;
         Ok(())
+    }
+
+    /// Ends the run unless something (an operator, say) already did; counted once committed.
+    async fn end_run(
+        &self,
+        tx: &mut PgConnection,
+        status: RunStatus,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(ended) =
+            super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?
+        {
+            self.pending.push(ended);
+        }
+        Ok(())
+    }
+
+    /// Gives an attempt the final outcome leadflow decided (the provider never told).
+    async fn settle(
+        &self,
+        tx: &mut PgConnection,
+        id: uuid::Uuid,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<AttemptRow, sqlx::Error> {
+        let row = attempt::settle(tx, id, outcome, now).await?;
+        self.pending.push(Observation::CallbackAttempt {
+            team: self.team_id.clone(),
+            outcome: outcome.as_str(),
+        });
+        Ok(row)
     }
 
     async fn end_without_attempt(
@@ -404,7 +441,7 @@ impl Exec<'_> {
             None,
         )
         .await?;
-        super::touch_run(tx, self.ctx.run_id, Some(status), Some(reason)).await?;
+        self.end_run(tx, status, reason).await?;
         let detail = json!({ "status": status, "reason": reason });
         timeline::record(
             tx,

@@ -8,8 +8,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
 use super::policy::Outcome;
+use super::speed;
 use crate::db::At;
 use crate::lead::Step;
+use crate::metrics::{Observation, Pending};
 use crate::queue;
 use crate::steps::Engine;
 use crate::telephony::StatusEvent;
@@ -41,6 +43,8 @@ struct Target {
     state: String,
     status_rank: i16,
     provider_call_id: Option<String>,
+    team: String,
+    placed_at: Option<At>,
 }
 
 pub async fn apply(
@@ -49,21 +53,25 @@ pub async fn apply(
     event: &StatusEvent,
 ) -> Result<Applied, OutcomeError> {
     let mut tx = engine.pool.begin().await?;
-    let applied = apply_on(&mut tx, engine, attempt_id, event).await?;
+    let pending = Pending::default();
+    let applied = apply_on(&mut tx, engine, attempt_id, event, &pending).await?;
     tx.commit().await?;
+    pending.committed();
     Ok(applied)
 }
 
 /// [`apply`] inside the caller's transaction: the callback step uses it when it asked the
-/// provider itself about a call whose status never arrived.
+/// provider itself about a call whose status never arrived. Metrics go to `pending`, to be
+/// recorded once the caller commits.
 pub(super) async fn apply_on(
     tx: &mut PgConnection,
     engine: &Engine,
     attempt_id: Uuid,
     event: &StatusEvent,
+    pending: &Pending,
 ) -> Result<Applied, OutcomeError> {
     let target: Option<Target> = sqlx::query_as(
-        "SELECT run_id, lead_id, n, step_n, state, status_rank, provider_call_id \
+        "SELECT run_id, lead_id, n, step_n, state, status_rank, provider_call_id, team, placed_at \
          FROM callback_attempts WHERE id = $1 FOR UPDATE",
     )
     .bind(attempt_id)
@@ -122,6 +130,18 @@ pub(super) async fn apply_on(
     let was_uncertain = matches!(t.state.as_str(), "placing" | "unknown");
     if outcome.is_some() || was_uncertain {
         wake(tx, t.run_id, t.step_n).await?;
+    }
+    if let Some(outcome) = outcome {
+        let team = t.team.clone();
+        let outcome = outcome.as_str();
+        pending.push(Observation::CallbackAttempt { team, outcome });
+    }
+    // This status overtook the provider's answer to `place`: it is what placed the call.
+    if t.placed_at.is_none() && t.n == 1 {
+        let placed_at = engine.clock.to_real(now);
+        if let Some(observed) = speed::first_call(tx, t.run_id, &t.team, placed_at).await? {
+            pending.push(observed);
+        }
     }
     Ok(Applied::Moved)
 }
