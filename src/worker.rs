@@ -115,6 +115,7 @@ async fn supervise(
         let result = run_worker(engine.clone(), &settings, step, &name, stop.clone()).await;
         drop(alive);
         if *stop.borrow() {
+            release_claimed(&engine.pool, &name).await;
             tracing::info!(worker = %name, "worker stopped");
             return;
         }
@@ -130,6 +131,32 @@ async fn supervise(
         }
         // Capped low enough that work resumes soon after the database is back.
         pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// After a clean stop nothing runs in the worker any more, yet a fetch cut short by the stop
+/// can leave jobs claimed in its name: hand them back now rather than after the rescue
+/// timeout.
+async fn release_claimed(pool: &sqlx::PgPool, worker: &str) {
+    let released = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL \
+         WHERE lock_by = $1 AND status IN ('Queued', 'Running')",
+    )
+    .bind(worker)
+    .execute(pool)
+    .await;
+    match released {
+        Ok(done) if done.rows_affected() > 0 => {
+            tracing::info!(
+                worker,
+                jobs = done.rows_affected(),
+                "handed claimed jobs back"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(worker, error = %e, "could not hand claimed jobs back; the rescue will")
+        }
     }
 }
 

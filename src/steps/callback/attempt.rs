@@ -180,6 +180,15 @@ pub(super) async fn recent_calls(
     Ok(rows.into_iter().map(|(at,)| at.0).collect())
 }
 
+/// How many attempts the run has made so far.
+pub(super) async fn count(tx: &mut PgConnection, run_id: Uuid) -> Result<i32, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM callback_attempts WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(tx)
+        .await?;
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
+}
+
 /// The outcomes of the run's attempts before attempt `n`, oldest first.
 pub(super) async fn earlier_outcomes(
     tx: &mut PgConnection,

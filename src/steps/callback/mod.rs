@@ -225,17 +225,8 @@ impl Exec<'_> {
         .execute(&mut *tx)
         .await?;
         if let Some(plan) = plan {
-            schedule_run(tx, self.ctx.run_id, plan).await?;
-            let detail = json!({ "at": plan.at, "rule": plan.rule, "lead_zone": plan.zone, "zone_rule": plan.zone_rule });
-            timeline::record(
-                tx,
-                self.ctx.lead_id,
-                Some(self.ctx.run_id),
-                "callback.scheduled",
-                timeline::SYSTEM,
-                detail,
-            )
-            .await?;
+            let attempt = attempt::count(tx, self.ctx.run_id).await? + 1;
+            schedule_run(tx, &self.ctx, plan, attempt, None).await?;
         }
         Ok(())
     }
@@ -344,17 +335,7 @@ impl Exec<'_> {
                     None,
                 )
                 .await?;
-                schedule_run(tx, self.ctx.run_id, &plan).await?;
-                let detail = json!({ "at": plan.at, "rule": plan.rule, "attempt": a.n + 1, "because": reason });
-                timeline::record(
-                    tx,
-                    self.ctx.lead_id,
-                    Some(self.ctx.run_id),
-                    "callback.scheduled",
-                    timeline::SYSTEM,
-                    detail,
-                )
-                .await?;
+                schedule_run(tx, &self.ctx, &plan, a.n + 1, Some(&reason)).await?;
                 Ok(())
             }
         }
@@ -456,22 +437,37 @@ impl Exec<'_> {
     }
 }
 
-/// The run waits for its next call: `scheduled`, with the time and what set it.
+/// The run waits for its next call: `scheduled`, with the time and what set it, in the run
+/// and in the lead's timeline (`because`: the outcome that led to a retry).
 async fn schedule_run(
     tx: &mut PgConnection,
-    run_id: uuid::Uuid,
+    ctx: &RunContext,
     plan: &Plan,
+    attempt: i32,
+    because: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE runs SET status = 'scheduled', scheduled_for = $2, schedule_rule = $3, updated_at = now() \
          WHERE id = $1 AND status IN ('running', 'scheduled', 'calling')",
     )
-    .bind(run_id)
+    .bind(ctx.run_id)
     .bind(jiff_sqlx::Timestamp::from(plan.at))
     .bind(plan.rule.as_str())
-    .execute(tx)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    let detail = json!({
+        "at": plan.at, "rule": plan.rule, "attempt": attempt,
+        "lead_zone": plan.zone, "zone_rule": plan.zone_rule, "because": because,
+    });
+    timeline::record(
+        tx,
+        ctx.lead_id,
+        Some(ctx.run_id),
+        "callback.scheduled",
+        timeline::SYSTEM,
+        detail,
+    )
+    .await
 }
 
 /// Re-checked before every attempt: the block list may have grown since intake.
@@ -523,17 +519,7 @@ pub(super) async fn plan_first(
     };
     let plan = plan::stagger(tx, team_id, team, plan).await?;
     if plan.rule != Rule::Now {
-        schedule_run(tx, ctx.run_id, &plan).await?;
-        let detail = json!({ "at": plan.at, "rule": plan.rule, "attempt": 1, "lead_zone": plan.zone, "zone_rule": plan.zone_rule });
-        timeline::record(
-            tx,
-            ctx.lead_id,
-            Some(ctx.run_id),
-            "callback.scheduled",
-            timeline::SYSTEM,
-            detail,
-        )
-        .await?;
+        schedule_run(tx, ctx, &plan, 1, None).await?;
     }
     Ok(Ok(plan))
 }
