@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod intake;
 pub mod lead;
 pub mod operator;
+pub mod pause;
 pub mod phone;
 pub mod queue;
 pub mod reply;
