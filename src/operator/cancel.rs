@@ -38,6 +38,11 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
         lead_id,
     };
     if status == "cancelled" {
+        // Recorded all the same: the timeline answers "who asked for what, when".
+        let detail = json!({ "job_id": job_id, "result": Outcome::Unchanged });
+        timeline::record(&mut tx, lead_id, Some(run_id), "operator.cancel", actor.as_str(), detail)
+            .await?;
+        tx.commit().await?;
         return Ok(result(
             Outcome::Unchanged,
             format!("Run {run_id} is already cancelled"),
@@ -77,7 +82,7 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
     .execute(&mut *tx)
     .await?;
     let killed: Vec<String> = killed.into_iter().map(|(id,)| id).collect();
-    let detail = json!({ "job_id": job_id, "previous_status": status, "killed_jobs": killed });
+    let detail = json!({ "job_id": job_id, "result": Outcome::Cancelled, "previous_status": status, "killed_jobs": killed });
     timeline::record(
         &mut tx,
         lead_id,

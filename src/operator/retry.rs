@@ -68,12 +68,10 @@ pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionR
         step.status.as_str(),
         run_status.as_str(),
     ) {
-        ("Pending" | "Queued" | "Running", _, _) => {
-            return Ok(result(
-                Outcome::Unchanged,
-                format!("Job {job_id} is already queued or running"),
-            ));
-        }
+        ("Pending" | "Queued" | "Running", _, _) => result(
+            Outcome::Unchanged,
+            format!("Job {job_id} is already queued or running"),
+        ),
         ("Failed", "retrying", _) if !exhausted => {
             bring_forward(&mut tx, job_id, &step).await?;
             result(
@@ -104,6 +102,7 @@ pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionR
             )));
         }
     };
+    // Recorded even when nothing changed: the timeline answers "who asked for what, when".
     let detail = json!({ "job_id": job_id, "step": step.name, "n": step.n, "result": done.result });
     timeline::record(
         &mut tx,
@@ -114,7 +113,9 @@ pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionR
         detail,
     )
     .await?;
-    queue::announce(&mut tx, step_name, job_id).await?;
+    if done.result != Outcome::Unchanged {
+        queue::announce(&mut tx, step_name, job_id).await?;
+    }
     tx.commit().await?;
     tracing::info!(job_id, %actor, result = ?done.result, "job retried");
     Ok(done)
