@@ -16,6 +16,8 @@ CREATE TABLE console_sessions (
     token_hash BYTEA PRIMARY KEY,
     actor      TEXT NOT NULL,
     csrf_token TEXT NOT NULL,
+    -- a one-time message for the next page (what the last action did)
+    flash      TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     expires_at TIMESTAMPTZ NOT NULL
 );

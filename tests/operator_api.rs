@@ -43,7 +43,9 @@ async fn an_intake_token_gets_401_on_every_operator_route() {
     let job = jobs["items"][0]["id"].as_str().expect("a job").to_owned();
     for (method, path) in operator_routes(&lead_id, &job) {
         for token in [Some(hook.token.as_str()), None, Some("not-a-token")] {
-            let mut req = app.client.request(method.parse().expect("method"), app.url(&path));
+            let mut req = app
+                .client
+                .request(method.parse().expect("method"), app.url(&path));
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
@@ -55,7 +57,13 @@ async fn an_intake_token_gets_401_on_every_operator_route() {
     }
     // Nothing was changed by the refused calls.
     let (_, queues) = get(&app, "/v1/queues").await;
-    assert!(queues["queues"].as_array().expect("queues").iter().all(|q| q["paused"] == false));
+    assert!(
+        queues["queues"]
+            .as_array()
+            .expect("queues")
+            .iter()
+            .all(|q| q["paused"] == false)
+    );
 }
 
 #[tokio::test]
@@ -68,7 +76,12 @@ async fn leads_list_by_status_time_phone_and_id_with_a_cursor() {
     for (status, id) in &zoo {
         let (code, page) = get(&app, &format!("/v1/leads?status={status}")).await;
         assert_eq!(code, 200, "{page}");
-        let ids: Vec<&str> = page["items"].as_array().expect("items").iter().filter_map(|l| l["id"].as_str()).collect();
+        let ids: Vec<&str> = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|l| l["id"].as_str())
+            .collect();
         assert_eq!(ids, vec![id.as_str()], "status {status}");
         assert_eq!(page["items"][0]["status"], status.as_str());
     }
@@ -85,7 +98,11 @@ async fn leads_list_by_status_time_phone_and_id_with_a_cursor() {
         assert_eq!(code, 200, "{page}");
         let items = page["items"].as_array().expect("items");
         assert!(items.len() <= 5);
-        seen.extend(items.iter().map(|l| l["id"].as_str().expect("id").to_owned()));
+        seen.extend(
+            items
+                .iter()
+                .map(|l| l["id"].as_str().expect("id").to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -111,7 +128,13 @@ async fn leads_list_by_status_time_phone_and_id_with_a_cursor() {
     assert_eq!(page["items"], json!([]));
 
     // Bad filters are 400s in the error shape.
-    for bad in ["status=lost", "since=yesterday", "phone=12345", "cursor=!!", "id=nope"] {
+    for bad in [
+        "status=lost",
+        "since=yesterday",
+        "phone=12345",
+        "cursor=!!",
+        "id=nope",
+    ] {
         let (code, body) = get(&app, &format!("/v1/leads?{bad}")).await;
         assert_eq!(code, 400, "{bad}: {body}");
         assert_eq!(body["status"], "error");
@@ -174,7 +197,10 @@ async fn queues_count_jobs_per_state_and_jobs_list_and_show() {
     assert_eq!(code, 200);
     let queues = body["queues"].as_array().expect("queues");
     let names: Vec<&str> = queues.iter().filter_map(|q| q["queue"].as_str()).collect();
-    assert_eq!(names, ["leadflow.qualify", "leadflow.route", "leadflow.callback"]);
+    assert_eq!(
+        names,
+        ["leadflow.qualify", "leadflow.route", "leadflow.callback"]
+    );
     let qualify = &queues[0];
     // 11 accepted leads each have a qualify job: 1 available, 1 failed, 1 cancelled, 8 done.
     assert_eq!(qualify["counts"]["available"], 1, "{qualify}");
@@ -187,12 +213,22 @@ async fn queues_count_jobs_per_state_and_jobs_list_and_show() {
 
     let (_, all) = get(&app, "/v1/jobs?limit=200").await;
     assert_eq!(all["items"].as_array().expect("items").len(), 11);
-    for (state, n) in [("available", 1), ("failed", 1), ("cancelled", 1), ("completed", 8), ("retrying", 0)] {
+    for (state, n) in [
+        ("available", 1),
+        ("failed", 1),
+        ("cancelled", 1),
+        ("completed", 8),
+        ("retrying", 0),
+    ] {
         let (code, page) = get(&app, &format!("/v1/jobs?queue=qualify&state={state}")).await;
         assert_eq!(code, 200, "{page}");
         let items = page["items"].as_array().expect("items");
         assert_eq!(items.len(), n, "{state}");
-        assert!(items.iter().all(|j| j["state"] == state && j["queue"] == "leadflow.qualify"));
+        assert!(
+            items
+                .iter()
+                .all(|j| j["state"] == state && j["queue"] == "leadflow.qualify")
+        );
     }
     let (_, other) = get(&app, "/v1/jobs?queue=route").await;
     assert_eq!(other["items"], json!([]));
@@ -214,13 +250,22 @@ async fn queues_count_jobs_per_state_and_jobs_list_and_show() {
     // One job in full.
     let (_, failed) = get(&app, "/v1/jobs?state=failed").await;
     let job = &failed["items"][0];
-    let (code, detail) = get(&app, &format!("/v1/jobs/{}", job["id"].as_str().expect("id"))).await;
+    let (code, detail) = get(
+        &app,
+        &format!("/v1/jobs/{}", job["id"].as_str().expect("id")),
+    )
+    .await;
     assert_eq!(code, 200, "{detail}");
     assert_eq!(detail["status"], "Failed");
     assert_eq!(detail["args"]["n"], 1);
     assert_eq!(detail["args"]["run_id"], detail["run_id"]);
     assert!(detail["lead_id"].is_string());
-    assert!(detail["idempotency_key"].as_str().expect("key").ends_with(":qualify:1"));
+    assert!(
+        detail["idempotency_key"]
+            .as_str()
+            .expect("key")
+            .ends_with(":qualify:1")
+    );
     assert_eq!(detail["step_execution"]["status"], "pending");
 
     for (path, code) in [
@@ -243,10 +288,17 @@ async fn the_webhook_log_lists_every_request_with_its_outcome() {
     let hook = app.hook("website-form", "rules", true).await;
     let other = app.hook("other-form", "rules", true).await;
     submit(&app, &hook.token, &lead("website-form", 1, |_| {})).await;
-    submit(&app, &hook.token, &lead("website-form", 2, |b| b["phone_field"] = json!("1"))).await;
+    submit(
+        &app,
+        &hook.token,
+        &lead("website-form", 2, |b| b["phone_field"] = json!("1")),
+    )
+    .await;
     submit(&app, &other.token, &lead("other-form", 3, |_| {})).await;
     // A request with a bad token is logged without a hook.
-    let (code, _) = app.post_json("nope", &lead("website-form", 4, |_| {})).await;
+    let (code, _) = app
+        .post_json("nope", &lead("website-form", 4, |_| {}))
+        .await;
     assert_eq!(code, 401);
 
     let (_, all) = get(&app, "/v1/webhook-log").await;
@@ -254,13 +306,21 @@ async fn the_webhook_log_lists_every_request_with_its_outcome() {
     assert_eq!(items.len(), 4);
     assert_eq!(items[0]["status_code"], 401, "newest first");
     assert!(items[0]["hook"].is_null());
-    assert!(!all.to_string().contains("6502530001"), "no bodies, no phones");
+    assert!(
+        !all.to_string().contains("6502530001"),
+        "no bodies, no phones"
+    );
 
     let (_, rejected) = get(&app, "/v1/webhook-log?outcome=rejected&hook=website-form").await;
     let items = rejected["items"].as_array().expect("items");
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["status_code"], 422);
-    assert!(items[0]["reason"].as_str().expect("reason").contains("phone"));
+    assert!(
+        items[0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("phone")
+    );
     assert!(items[0]["lead_id"].is_string());
 
     let (_, other_log) = get(&app, "/v1/webhook-log?hook=other-form").await;
@@ -268,9 +328,17 @@ async fn the_webhook_log_lists_every_request_with_its_outcome() {
 
     let first_id = all["items"][3]["id"].as_i64().expect("id");
     let (_, newer) = get(&app, &format!("/v1/webhook-log?after={first_id}")).await;
-    let ids: Vec<i64> = newer["items"].as_array().expect("items").iter().filter_map(|e| e["id"].as_i64()).collect();
+    let ids: Vec<i64> = newer["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["id"].as_i64())
+        .collect();
     assert_eq!(ids.len(), 3);
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "following reads oldest first");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "following reads oldest first"
+    );
 
     let (_, page) = get(&app, "/v1/webhook-log?limit=3").await;
     let cursor = page["next_cursor"].as_str().expect("a second page");
@@ -295,15 +363,30 @@ async fn hooks_are_created_listed_rotated_with_a_grace_period_and_disabled() {
     let old = created["token"].as_str().expect("token").to_owned();
     assert_eq!(created["url"], app.url("/v1/webhooks/inbound"));
 
-    let (code, dup) = post(&app, "/v1/hooks", Some(json!({ "name": "landing", "workflow": "rules" }))).await;
+    let (code, dup) = post(
+        &app,
+        "/v1/hooks",
+        Some(json!({ "name": "landing", "workflow": "rules" })),
+    )
+    .await;
     assert_eq!(code, 409, "{dup}");
-    let (code, _) = post(&app, "/v1/hooks", Some(json!({ "name": "x", "workflow": "nope" }))).await;
+    let (code, _) = post(
+        &app,
+        "/v1/hooks",
+        Some(json!({ "name": "x", "workflow": "nope" })),
+    )
+    .await;
     assert_eq!(code, 400);
     let (code, _) = post(&app, "/v1/hooks", Some(json!({ "nom": "x" }))).await;
     assert_eq!(code, 400);
 
     // Rotation with a grace period: both tokens work.
-    let (code, rotated) = post(&app, "/v1/hooks/landing/rotate", Some(json!({ "grace_seconds": 3600 }))).await;
+    let (code, rotated) = post(
+        &app,
+        "/v1/hooks/landing/rotate",
+        Some(json!({ "grace_seconds": 3600 })),
+    )
+    .await;
     assert_eq!(code, 200, "{rotated}");
     let new = rotated["token"].as_str().expect("token").to_owned();
     assert_ne!(new, old);
@@ -318,7 +401,12 @@ async fn hooks_are_created_listed_rotated_with_a_grace_period_and_disabled() {
     assert!(!list.to_string().contains(&new), "tokens are never listed");
 
     // Rotation without grace: the old token stops at once.
-    let (_, again) = post(&app, "/v1/hooks/landing/rotate", Some(json!({ "grace_seconds": 0 }))).await;
+    let (_, again) = post(
+        &app,
+        "/v1/hooks/landing/rotate",
+        Some(json!({ "grace_seconds": 0 })),
+    )
+    .await;
     let newest = again["token"].as_str().expect("token").to_owned();
     assert!(again["previous_token_expires_at"].is_null());
     let (code, _) = app.post_json(&new, &lead("landing", 12, |_| {})).await;
@@ -334,11 +422,21 @@ async fn hooks_are_created_listed_rotated_with_a_grace_period_and_disabled() {
     assert_eq!((code, body["active"].clone()), (200, json!(true)));
     let (code, _) = post(&app, "/v1/hooks/ghost/rotate", None).await;
     assert_eq!(code, 404);
-    let (code, _) = post(&app, "/v1/hooks/landing/rotate", Some(json!({ "grace_seconds": 99999999 }))).await;
+    let (code, _) = post(
+        &app,
+        "/v1/hooks/landing/rotate",
+        Some(json!({ "grace_seconds": 99999999 })),
+    )
+    .await;
     assert_eq!(code, 400);
 
     for i in 0..3 {
-        post(&app, "/v1/hooks", Some(json!({ "name": format!("h{i}"), "workflow": "rules" }))).await;
+        post(
+            &app,
+            "/v1/hooks",
+            Some(json!({ "name": format!("h{i}"), "workflow": "rules" })),
+        )
+        .await;
     }
     let (_, page) = get(&app, "/v1/hooks?limit=2").await;
     let cursor = page["next_cursor"].as_str().expect("more hooks");
@@ -358,7 +456,9 @@ async fn the_lead_view_lists_runs_and_the_jobs_behind_its_steps() {
     let app = app(true).await;
     let hook = app.hook("website-form", "rules", true).await;
     let id = submit(&app, &hook.token, &lead("website-form", 21, |_| {})).await;
-    let view = app.wait_for_run(&id, "routed", Duration::from_secs(20)).await;
+    let view = app
+        .wait_for_run(&id, "routed", Duration::from_secs(20))
+        .await;
     let steps = view["steps"].as_array().expect("steps");
     assert_eq!(steps[0]["name"], "validate");
     assert!(steps[0]["job_id"].is_null());

@@ -39,6 +39,11 @@ impl Actor {
         Actor::new("cli", user.as_deref())
     }
 
+    /// An actor read back from where this module wrote one (a console session).
+    pub(crate) fn from_stored(actor: String) -> Actor {
+        Actor(actor)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -40,8 +40,15 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
     if status == "cancelled" {
         // Recorded all the same: the timeline answers "who asked for what, when".
         let detail = json!({ "job_id": job_id, "result": Outcome::Unchanged });
-        timeline::record(&mut tx, lead_id, Some(run_id), "operator.cancel", actor.as_str(), detail)
-            .await?;
+        timeline::record(
+            &mut tx,
+            lead_id,
+            Some(run_id),
+            "operator.cancel",
+            actor.as_str(),
+            detail,
+        )
+        .await?;
         tx.commit().await?;
         return Ok(result(
             Outcome::Unchanged,

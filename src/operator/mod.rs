@@ -8,6 +8,7 @@
 //! safe to repeat; each is recorded in the lead's timeline with who did it.
 
 mod action;
+pub mod activity;
 pub mod actor;
 pub mod api;
 mod cancel;

@@ -58,11 +58,12 @@ pub async fn submit(app: &TestApp, token: &str, body: &Value) -> String {
     if let Some(id) = resp["lead_id"].as_str() {
         return id.to_owned();
     }
-    let (id,): (uuid::Uuid,) =
-        sqlx::query_as("SELECT lead_id FROM webhook_log WHERE lead_id IS NOT NULL ORDER BY id DESC LIMIT 1")
-            .fetch_one(&app.db.pool)
-            .await
-            .expect("the rejected lead");
+    let (id,): (uuid::Uuid,) = sqlx::query_as(
+        "SELECT lead_id FROM webhook_log WHERE lead_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("the rejected lead");
     id.to_string()
 }
 
@@ -71,7 +72,9 @@ pub async fn submit(app: &TestApp, token: &str, body: &Value) -> String {
 pub async fn failed_lead(app: &TestApp, token: &str, hook: &str, i: u32) -> (String, String) {
     app.service().engine.faults.fail_next(Step::Route, 3);
     let id = submit(app, token, &lead(hook, i, |_| {})).await;
-    let view = app.wait_for_run(&id, "failed", Duration::from_secs(30)).await;
+    let view = app
+        .wait_for_run(&id, "failed", Duration::from_secs(30))
+        .await;
     let job = view["steps"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == "route"))

@@ -72,7 +72,11 @@ pub async fn retry_failed(req: &Request, body: Body, pool: Data<&PgPool>) -> Res
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let queue = match given(&args.queue).map(queues::parse).transpose().map_err(invalid) {
+    let queue = match given(&args.queue)
+        .map(queues::parse)
+        .transpose()
+        .map_err(invalid)
+    {
         Ok(q) => q,
         Err(e) => return error(e),
     };
