@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{ADMIN_TOKEN, TestApp};
-use operator_support::{app, failed_lead, get, lead, submit};
+use operator_support::{app, events, failed_lead, get, lead, submit};
 use serde_json::json;
 
 /// A cookie-keeping client that does not follow redirects, so that they can be checked.
@@ -319,12 +319,7 @@ async fn console_actions_retry_replay_and_manage_hooks() {
     let view = app
         .wait_for_run(&id, "routed", Duration::from_secs(20))
         .await;
-    let retry = view["timeline"]
-        .as_array()
-        .expect("timeline")
-        .iter()
-        .find(|e| e["event"] == "operator.retry")
-        .expect("recorded");
+    let retry = events(&view, "operator.retry")[0];
     assert_eq!(retry["actor"], "console:dave");
     let page = b.get(&format!("/console/leads/{id}")).await;
     assert!(page.html.contains("is queued again"), "the retry's notice");

@@ -15,15 +15,8 @@ use leadflow::lead::Step;
 use leadflow::steps::{CallbackSettings, ProviderConfig};
 use leadflow::telephony::twilio::TwilioConfig;
 use leadflow::workflow::Workflows;
-use operator_support::{app, eventually, failed_lead, get, lead, post, submit};
+use operator_support::{app, events, eventually, failed_lead, get, lead, post, submit};
 use serde_json::{Value, json};
-
-fn events<'a>(view: &'a Value, name: &str) -> Vec<&'a Value> {
-    view["timeline"]
-        .as_array()
-        .map(|t| t.iter().filter(|e| e["event"] == name).collect())
-        .unwrap_or_default()
-}
 
 async fn lead_view(app: &TestApp, id: &str) -> Value {
     let (code, view) = get(app, &format!("/v1/leads/{id}")).await;

@@ -200,17 +200,7 @@ pub async fn disable(
     session: Data<&Session>,
     pool: Data<&PgPool>,
 ) -> Response {
-    let result = hooks::set_active(&pool, &name, false)
-        .await
-        .map_err(OperatorError::from);
-    done(
-        &session,
-        &pool,
-        result,
-        |()| format!("Hook {name} disabled"),
-        "/console/hooks",
-    )
-    .await
+    set_active(&name, &session, &pool, false).await
 }
 
 #[handler]
@@ -219,14 +209,19 @@ pub async fn enable(
     session: Data<&Session>,
     pool: Data<&PgPool>,
 ) -> Response {
-    let result = hooks::set_active(&pool, &name, true)
+    set_active(&name, &session, &pool, true).await
+}
+
+async fn set_active(name: &str, session: &Session, pool: &PgPool, active: bool) -> Response {
+    let result = hooks::set_active(pool, name, active)
         .await
         .map_err(OperatorError::from);
+    let what = if active { "enabled" } else { "disabled" };
     done(
-        &session,
-        &pool,
+        session,
+        pool,
         result,
-        |()| format!("Hook {name} enabled"),
+        |()| format!("Hook {name} {what}"),
         "/console/hooks",
     )
     .await

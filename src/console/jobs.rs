@@ -184,18 +184,7 @@ pub async fn pause(
     session: Data<&Session>,
     pool: Data<&PgPool>,
 ) -> Response {
-    let result = match queues::parse(&queue) {
-        Ok(step) => queues::pause(&pool, step, &session.actor).await,
-        Err(e) => Err(e),
-    };
-    done(
-        &session,
-        &pool,
-        result,
-        |c| format!("{} paused", c.queue),
-        "/console",
-    )
-    .await
+    set_paused(&queue, &session, &pool, true).await
 }
 
 #[handler]
@@ -204,15 +193,21 @@ pub async fn resume(
     session: Data<&Session>,
     pool: Data<&PgPool>,
 ) -> Response {
-    let result = match queues::parse(&queue) {
-        Ok(step) => queues::resume(&pool, step, &session.actor).await,
+    set_paused(&queue, &session, &pool, false).await
+}
+
+async fn set_paused(queue: &str, session: &Session, pool: &PgPool, paused: bool) -> Response {
+    let result = match queues::parse(queue) {
+        Ok(step) if paused => queues::pause(pool, step, &session.actor).await,
+        Ok(step) => queues::resume(pool, step, &session.actor).await,
         Err(e) => Err(e),
     };
+    let what = if paused { "paused" } else { "resumed" };
     done(
-        &session,
-        &pool,
+        session,
+        pool,
         result,
-        |c| format!("{} resumed", c.queue),
+        |c| format!("{} {what}", c.queue),
         "/console",
     )
     .await

@@ -25,7 +25,8 @@ th{background:#eef0f4;font-weight:600}
 .status-failed,.status-rejected{color:#b42318;font-weight:600}
 .status-called,.status-routed{color:#067647;font-weight:600}
 form.inline{display:inline}button{cursor:pointer}
-.bar{background:#5b7cfa;height:.8rem;display:inline-block}
+.chart{display:flex;align-items:flex-end;gap:2px;height:80px;max-width:720px;background:#fff;padding:4px;border:1px solid #e3e6eb}
+.chart div{flex:1;background:#5b7cfa}
 ";
 
 /// A full page. `refresh` reloads it every so many seconds (a light, script-free refresh).

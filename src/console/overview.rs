@@ -30,7 +30,9 @@ pub async fn page(session: Data<&Session>, pool: Data<&PgPool>) -> Response {
             );
         }
     };
-    let peak = hours.iter().map(|h| h.leads).max().unwrap_or(0).max(1);
+    let max = hours.iter().map(|h| h.leads).max().unwrap_or(0);
+    let peak = max.max(1);
+    let total: i64 = hours.iter().map(|h| h.leads).sum();
     let body = html! {
         h2 { "Queues" }
         table #queues {
@@ -67,15 +69,15 @@ pub async fn page(session: Data<&Session>, pool: Data<&PgPool>) -> Response {
                 } } }
             }
         }
-        h2 { "Leads per hour (UTC, last 24 h)" }
-        table #leads-per-hour {
-            thead { tr { th { "Hour" } th { "Leads" } th { "" } } }
-            tbody { @for h in &hours { tr {
-                td { (h.hour.0.strftime("%m-%d %H:00")) }
-                td { (h.leads) }
-                td { span.bar style=(format!("width:{}%", h.leads * 100 / peak)) {} }
-            } } }
+        h2 { "Leads per hour (UTC, last 24 h): " span #leads-24h { (total) } }
+        div.chart #leads-per-hour role="img" aria-label=(format!("{total} leads in the last 24 hours, at most {max} in an hour")) {
+            @for h in &hours {
+                div title=(format!("{} UTC: {} leads", h.hour.0.strftime("%m-%d %H:00"), h.leads))
+                    style=(format!("height:{}%", (h.leads * 100 / peak).max(1))) {}
+            }
         }
+        p.muted { (hours.first().map(|h| h.hour.0.strftime("%m-%d %H:00").to_string()).unwrap_or_default())
+            " … now; the tallest bar is " (max) " leads" }
     };
     layout::page("Overview", &session, Some(10), body)
 }

@@ -8,7 +8,7 @@
 
 pub mod parse;
 mod request;
-mod store;
+pub(crate) mod store;
 
 use std::sync::Arc;
 use std::time::Duration;

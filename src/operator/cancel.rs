@@ -10,7 +10,7 @@
 //! itself, and waiting could deadlock with its own lock order (step, then run).
 
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::action::{ActionResult, Outcome, run_of_job};
@@ -30,42 +30,53 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| OperatorError::NotFound(format!("No run for job {job_id}")))?;
-    let result = |outcome, message: String| ActionResult {
+    let (outcome, message, detail) = if status == "cancelled" {
+        // Recorded all the same: the timeline answers "who asked for what, when".
+        let detail = json!({ "job_id": job_id, "result": Outcome::Unchanged });
+        let message = format!("Run {run_id} is already cancelled");
+        (Outcome::Unchanged, message, detail)
+    } else if CANCELLABLE.contains(&status.as_str()) {
+        let killed = end_run(&mut tx, run_id, actor).await?;
+        let message = format!(
+            "Run {run_id} is cancelled ({} waiting job{} killed)",
+            killed.len(),
+            if killed.len() == 1 { "" } else { "s" }
+        );
+        let detail = json!({ "job_id": job_id, "result": Outcome::Cancelled, "previous_status": status, "killed_jobs": killed });
+        (Outcome::Cancelled, message, detail)
+    } else {
+        return Err(OperatorError::Conflict(format!(
+            "Run {run_id} already ended {status}; there is nothing to cancel"
+        )));
+    };
+    timeline::record(
+        &mut tx,
+        lead_id,
+        Some(run_id),
+        "operator.cancel",
+        actor.as_str(),
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(job_id, %run_id, %actor, ?outcome, "cancel");
+    Ok(ActionResult {
         job_id: job_id.to_owned(),
         result: outcome,
         message,
         run_id,
         lead_id,
-    };
-    if status == "cancelled" {
-        // Recorded all the same: the timeline answers "who asked for what, when".
-        let detail = json!({ "job_id": job_id, "result": Outcome::Unchanged });
-        timeline::record(
-            &mut tx,
-            lead_id,
-            Some(run_id),
-            "operator.cancel",
-            actor.as_str(),
-            detail,
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(result(
-            Outcome::Unchanged,
-            format!("Run {run_id} is already cancelled"),
-        ));
-    }
-    if !CANCELLABLE.contains(&status.as_str()) {
-        return Err(OperatorError::Conflict(format!(
-            "Run {run_id} already ended {status}; there is nothing to cancel"
-        )));
-    }
-    let reason = format!("cancelled by {actor}");
+    })
+}
+
+/// Ends the (locked) run, kills its jobs that no worker holds and settles the steps no
+/// worker holds; returns the killed jobs' ids.
+async fn end_run(tx: &mut PgConnection, run_id: Uuid, actor: &Actor) -> Result<Vec<String>> {
     sqlx::query(
         "UPDATE runs SET status = 'cancelled', reason = $2, updated_at = now() WHERE id = $1",
     )
     .bind(run_id)
-    .bind(&reason)
+    .bind(format!("cancelled by {actor}"))
     .execute(&mut *tx)
     .await?;
     let killed: Vec<(String,)> = sqlx::query_as(
@@ -88,25 +99,5 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
     .bind(run_id)
     .execute(&mut *tx)
     .await?;
-    let killed: Vec<String> = killed.into_iter().map(|(id,)| id).collect();
-    let detail = json!({ "job_id": job_id, "result": Outcome::Cancelled, "previous_status": status, "killed_jobs": killed });
-    timeline::record(
-        &mut tx,
-        lead_id,
-        Some(run_id),
-        "operator.cancel",
-        actor.as_str(),
-        detail,
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(job_id, %run_id, %actor, "run cancelled");
-    Ok(result(
-        Outcome::Cancelled,
-        format!(
-            "Run {run_id} is cancelled ({} waiting job{} killed)",
-            killed.len(),
-            if killed.len() == 1 { "" } else { "s" }
-        ),
-    ))
+    Ok(killed.into_iter().map(|(id,)| id).collect())
 }

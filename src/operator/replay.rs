@@ -13,11 +13,12 @@ use uuid::Uuid;
 
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
+use crate::intake::store;
 use crate::lead::{RunStatus, Step, Submission};
 use crate::queue::StepJob;
 use crate::steps;
 use crate::timeline;
-use crate::validate::{self, Policy, Rejection, ValidLead};
+use crate::validate::{self, Policy, ValidLead};
 use crate::workflow::{Workflow, Workflows};
 
 /// Latest-run statuses a replay may follow. Not the active ones (cancel first), and not
@@ -111,7 +112,7 @@ pub async fn replay(
         workflow,
     };
     let (status, reason) = match from {
-        Step::Validate => new.from_validate(&mut tx, &lead).await?,
+        Step::Validate => new.revalidate(&mut tx, &lead).await?,
         Step::Qualify | Step::Route | Step::Callback => {
             new.check_prerequisites(&mut tx, &lead, from).await?;
             new.insert(&mut tx, RunStatus::Running, None).await?;
@@ -222,7 +223,7 @@ impl NewRun<'_> {
 
     /// Validation again, against the stored submission and the workflow as loaded now; the
     /// lead's normalised phone and email are updated with the verdict.
-    async fn from_validate(
+    async fn revalidate(
         &self,
         tx: &mut PgConnection,
         lead: &LeadRow,
@@ -232,22 +233,20 @@ impl NewRun<'_> {
         let policy = Policy {
             allowed_countries: self.workflow.allowed_countries.clone(),
         };
-        match validate::validate(&submission, &policy) {
+        let verdict = validate::validate(&submission, &policy);
+        let outcome = match &verdict {
             Ok(valid) => {
-                self.accept(tx, &valid, lead.hook_auto_callback).await?;
-                self.insert(tx, RunStatus::Running, None).await?;
-                let output = json!({ "phone_region": valid.phone.region, "phone_type": valid.phone.number_type, "is_auto": valid.is_auto });
-                self.record_validate(tx, Ok(output)).await?;
-                self.enqueue(tx, Step::Qualify).await?;
-                Ok((RunStatus::Running, None))
+                self.accept(tx, valid, lead.hook_auto_callback).await?;
+                (RunStatus::Running, None)
             }
-            Err(rejection) => {
-                self.insert(tx, RunStatus::Rejected, Some(&rejection.details))
-                    .await?;
-                self.record_validate(tx, Err(&rejection)).await?;
-                Ok((RunStatus::Rejected, Some(rejection.details)))
-            }
+            Err(rejection) => (RunStatus::Rejected, Some(rejection.details.clone())),
+        };
+        self.insert(tx, outcome.0, outcome.1.as_deref()).await?;
+        store::record_validate_step(tx, self.lead_id, self.id, &verdict).await?;
+        if verdict.is_ok() {
+            self.enqueue(tx, Step::Qualify).await?;
         }
+        Ok(outcome)
     }
 
     async fn accept(
@@ -266,44 +265,6 @@ impl NewRun<'_> {
         .bind(valid.email.as_deref())
         .bind(valid.is_auto.unwrap_or(hook_auto))
         .execute(tx)
-        .await?;
-        Ok(())
-    }
-
-    async fn record_validate(
-        &self,
-        tx: &mut PgConnection,
-        verdict: std::result::Result<Value, &Rejection>,
-    ) -> Result<()> {
-        let (status, output, error, event, detail) = match verdict {
-            Ok(output) => ("ok", Some(output.clone()), None, "validated", output),
-            Err(r) => (
-                "failed",
-                None,
-                Some(format!("{}: {}", r.field, r.details)),
-                "rejected",
-                json!({ "field": r.field, "reason": r.reason, "details": r.details }),
-            ),
-        };
-        sqlx::query(
-            "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
-                                finished_at, output, error) \
-             VALUES ($1, 'validate', 1, $2, 1, 1, now(), now(), $3, $4)",
-        )
-        .bind(self.id)
-        .bind(status)
-        .bind(output)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        timeline::record(
-            tx,
-            self.lead_id,
-            Some(self.id),
-            event,
-            timeline::SYSTEM,
-            detail,
-        )
         .await?;
         Ok(())
     }

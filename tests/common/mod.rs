@@ -52,6 +52,8 @@ pub struct TestDb {
     pub pool: PgPool,
     pub name: String,
     pub options: PgConnectOptions,
+    /// The database's URL, for child processes (the CLI) to reach it.
+    pub url: String,
 }
 
 impl TestDb {
@@ -75,10 +77,13 @@ impl TestDb {
         leadflow::db::migrate(&pool)
             .await
             .expect("migrations apply");
+        let mut db_url = url::Url::parse(&url).expect("server URL parses");
+        db_url.set_path(&format!("/{name}"));
         TestDb {
             pool,
             name,
             options,
+            url: db_url.to_string(),
         }
     }
 }

@@ -90,6 +90,14 @@ pub async fn failed_lead(app: &TestApp, token: &str, hook: &str, i: u32) -> (Str
     (id, job)
 }
 
+/// The lead view's timeline events named `name`, oldest first.
+pub fn events<'a>(view: &'a Value, name: &str) -> Vec<&'a Value> {
+    view["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter(|e| e["event"] == name).collect())
+        .unwrap_or_default()
+}
+
 pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
