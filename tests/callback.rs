@@ -248,7 +248,12 @@ async fn friday_evening_leads_wait_for_mondays_opening_staggered() {
     let phones = ["212-736-5001", "212-736-5002", "212-736-5003"];
     let mut ids = Vec::new();
     for p in phones {
-        ids.push(submit(&app, &hook.token, &sample("website-form", p)).await);
+        let id = submit(&app, &hook.token, &sample("website-form", p)).await;
+        // Slots go in the order the leads are routed: let each be routed before the next
+        // arrives, or concurrent route steps take the slots in any order.
+        app.wait_for_run(&id, "scheduled", Duration::from_secs(10))
+            .await;
+        ids.push(id);
     }
     for (k, id) in ids.iter().enumerate() {
         let view = app
