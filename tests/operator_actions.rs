@@ -15,7 +15,7 @@ use leadflow::lead::Step;
 use leadflow::steps::{CallbackSettings, ProviderConfig};
 use leadflow::telephony::twilio::TwilioConfig;
 use leadflow::workflow::Workflows;
-use operator_support::{app, events, eventually, failed_lead, get, lead, post, submit};
+use operator_support::{app, events, eventually, failed_lead, get, lead, pause, post, submit};
 use serde_json::{Value, json};
 
 async fn lead_view(app: &TestApp, id: &str) -> Value {
@@ -59,7 +59,7 @@ async fn retrying_a_dead_job_resumes_its_run_and_a_repeat_changes_nothing() {
     let (id, job) = failed_lead(&app, &hook.token, "website-form", 1).await;
 
     // Hold the queue so that the repeat finds the job still queued.
-    post(&app, "/v1/queues/route/pause", None).await;
+    pause(&app, "route").await;
     let (code, first) = post(&app, &format!("/v1/jobs/{job}/retry"), None).await;
     assert_eq!(code, 200, "{first}");
     assert_eq!(first["status"], "success");
@@ -110,7 +110,7 @@ async fn retrying_a_dead_job_resumes_its_run_and_a_repeat_changes_nothing() {
 async fn a_job_waiting_for_its_backoff_is_brought_forward() {
     let app = app(true).await;
     let hook = app.hook("website-form", "rules", true).await;
-    post(&app, "/v1/queues/route/pause", None).await;
+    pause(&app, "route").await;
     app.service().engine.faults.fail_next(Step::Route, 1);
     let id = submit(&app, &hook.token, &lead("website-form", 2, |_| {})).await;
     let view = wait_view(&app, &id, "qualified", |v| {
@@ -126,7 +126,7 @@ async fn a_job_waiting_for_its_backoff_is_brought_forward() {
         || async { step_status(&lead_view(&app, &id).await, "route", "retrying") },
     )
     .await;
-    post(&app, "/v1/queues/route/pause", None).await;
+    pause(&app, "route").await;
     sqlx::query("UPDATE apalis.jobs SET run_at = now() + interval '1 hour' WHERE id = $1")
         .bind(&job)
         .execute(&app.db.pool)
@@ -449,7 +449,7 @@ async fn cancelling_a_running_step_lets_it_finish_then_stops_the_graph() {
 async fn a_paused_queue_holds_its_jobs_across_a_restart_until_resumed() {
     let mut app = app(true).await;
     let hook = app.hook("website-form", "rules", true).await;
-    let (code, paused) = post(&app, "/v1/queues/qualify/pause", None).await;
+    let (code, paused) = pause(&app, "qualify").await;
     assert_eq!(
         (code, paused["changed"].clone()),
         (200, json!(true)),
@@ -457,8 +457,6 @@ async fn a_paused_queue_holds_its_jobs_across_a_restart_until_resumed() {
     );
     let (_, again) = post(&app, "/v1/queues/leadflow.qualify/pause", None).await;
     assert_eq!(again["changed"], false);
-    // Workers notice within one poll interval (50 ms here); leave them ten.
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let id = submit(&app, &hook.token, &lead("website-form", 60, |_| {})).await;
     tokio::time::sleep(Duration::from_secs(1)).await; // 20 poll intervals
@@ -594,7 +592,6 @@ async fn replays_start_from_a_step_and_are_refused_while_a_run_is_going() {
     assert_eq!(code, 409, "a called lead is not phoned again: {body}");
 
     // Two replays at once: one starts a run, the other finds it going.
-    post(&app, "/v1/queues/qualify/pause", None).await;
     let disq = submit(
         &app,
         &hook.token,
@@ -605,10 +602,9 @@ async fn replays_start_from_a_step_and_are_refused_while_a_run_is_going() {
         }),
     )
     .await;
-    post(&app, "/v1/queues/qualify/resume", None).await;
     app.wait_for_run(&disq, "disqualified", Duration::from_secs(20))
         .await;
-    post(&app, "/v1/queues/qualify/pause", None).await;
+    pause(&app, "qualify").await;
     let path = format!("/v1/leads/{disq}/replay");
     let (a, b) = tokio::join!(post(&app, &path, None), post(&app, &path, None));
     let mut codes = [a.0, b.0];

@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::{TestApp, repo_path};
-use operator_support::{app, events, failed_lead, get, lead, post, submit, zoo};
+use operator_support::{app, events, failed_lead, get, lead, pause, post, submit, zoo};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -240,8 +240,7 @@ async fn actions_retry_cancel_and_replay_from_the_command_line() {
         .await;
 
     // Cancel a lead held by a paused queue.
-    post(&app, "/v1/queues/qualify/pause", None).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause(&app, "qualify").await;
     let d = submit(&app, &hook.token, &lead("website-form", 4, |_| {})).await;
     let (_, view) = get(&app, &format!("/v1/leads/{d}")).await;
     let job_d = view["steps"][1]["job_id"]

@@ -42,6 +42,14 @@ pub async fn post(app: &TestApp, path: &str, body: Option<Value>) -> (u16, Value
     read(req.send().await.expect("request sent")).await
 }
 
+/// Pauses a queue and waits until the workers have surely noticed: they do within one poll
+/// interval (50 ms in tests); ten are left.
+pub async fn pause(app: &TestApp, queue: &str) -> (u16, Value) {
+    let answer = post(app, &format!("/v1/queues/{queue}/pause"), None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    answer
+}
+
 /// A lead of the `rules` workflow that ends `routed` (no callback) unless `edit` changes it.
 pub fn lead(hook: &str, i: u32, edit: impl FnOnce(&mut Value)) -> Value {
     let mut body = sample(hook, &us_phone(i));
