@@ -68,6 +68,7 @@ async fn retry_in_browser(b: &Session<'_>, app: &TestApp, lead: &str) -> webdriv
     b.type_into("#name", "e2e").await?;
     b.click("#login").await?;
     b.text("#queues").await?;
+    b.wait_for_url("/console", Duration::from_secs(10)).await?;
 
     // Find the failed lead: Leads, filter by status, open it.
     b.click("header a[href='/console/leads']").await?;
@@ -81,6 +82,8 @@ async fn retry_in_browser(b: &Session<'_>, app: &TestApp, lead: &str) -> webdriv
     // Retry its failed step; the page comes back with the notice and refreshes itself
     // until the run completes.
     b.click("#steps button").await?;
+    b.wait_for_url(&format!("/console/leads/{lead}"), Duration::from_secs(10))
+        .await?;
     let notice = b.text("p.notice").await?;
     if !notice.contains("queued again") {
         return Err(format!("unexpected notice: {notice}"));

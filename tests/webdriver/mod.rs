@@ -37,6 +37,11 @@ pub fn find_chromium() -> Option<(PathBuf, PathBuf)> {
     ))
 }
 
+/// Errors that mean "the page is changing under us; look again".
+fn transient(error: &str) -> bool {
+    error.contains("no such element") || error.contains("stale element")
+}
+
 pub struct Driver {
     child: Child,
     base: String,
@@ -184,28 +189,67 @@ impl Session<'_> {
             .ok_or_else(|| format!("no element {css}"))
     }
 
+    /// Runs `act` on the element `css`, finding it again while the page is still loading
+    /// or being replaced ("no such element", "stale element reference"), for up to 10 s.
+    async fn with_element<T, F, Fut>(&self, css: &str, act: F) -> Result<T>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = match self.find(css).await {
+                Ok(el) => act(el).await,
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub async fn click(&self, css: &str) -> Result<()> {
-        let el = self.find(css).await?;
-        self.post(&format!("/element/{el}/click"), json!({}))
-            .await
-            .map(|_| ())
+        self.with_element(css, |el| async move {
+            self.post(&format!("/element/{el}/click"), json!({}))
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     pub async fn type_into(&self, css: &str, text: &str) -> Result<()> {
-        let el = self.find(css).await?;
-        self.post(&format!("/element/{el}/value"), json!({ "text": text }))
-            .await
-            .map(|_| ())
+        self.with_element(css, |el| async move {
+            self.post(&format!("/element/{el}/value"), json!({ "text": text }))
+                .await
+                .map(|_| ())
+        })
+        .await
     }
 
     pub async fn text(&self, css: &str) -> Result<String> {
-        let el = self.find(css).await?;
-        Ok(self
-            .get(&format!("/element/{el}/text"))
-            .await?
-            .as_str()
-            .unwrap_or_default()
-            .to_owned())
+        self.with_element(css, |el| async move {
+            let v = self.get(&format!("/element/{el}/text")).await?;
+            Ok(v.as_str().unwrap_or_default().to_owned())
+        })
+        .await
+    }
+
+    /// Waits until the current URL contains `part` (a navigation has landed).
+    pub async fn wait_for_url(&self, part: &str, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let url = self.url().await?;
+            if url.contains(part) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("still at {url}, not at …{part}…, after {within:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the element's text is `want` (the page may reload meanwhile).
