@@ -11,11 +11,13 @@ CREATE TABLE queue_pauses (
 );
 
 -- Browser console sessions. The cookie holds a random secret; only its SHA-256 is kept, so a
--- read of this table cannot be replayed as a login. Each session has its own CSRF token.
+-- read of this table cannot be replayed as a login. Each session has its own CSRF token, and
+-- belongs to the admin token it logged in with: changing that token ends every session.
 CREATE TABLE console_sessions (
-    token_hash BYTEA PRIMARY KEY,
-    actor      TEXT NOT NULL,
-    csrf_token TEXT NOT NULL,
+    token_hash        BYTEA PRIMARY KEY,
+    actor             TEXT NOT NULL,
+    csrf_token        TEXT NOT NULL,
+    admin_fingerprint BYTEA NOT NULL,
     -- a one-time message for the next page (what the last action did)
     flash      TEXT,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),

@@ -163,6 +163,24 @@ async fn logging_in_needs_the_admin_token_and_sets_a_strict_http_only_cookie() {
         "the overview refreshes itself"
     );
 
+    // A session belongs to the admin token it logged in with: a new admin token ends it.
+    sqlx::query("UPDATE console_sessions SET admin_fingerprint = sha256(admin_fingerprint)")
+        .execute(&app.db.pool)
+        .await
+        .expect("token changed");
+    assert_eq!(
+        b.get("/console").await.code,
+        303,
+        "ended by the token change"
+    );
+    sqlx::query("UPDATE console_sessions SET admin_fingerprint = $1")
+        .bind(&leadflow::operator::api::AdminToken::new(ADMIN_TOKEN).fingerprint()[..])
+        .execute(&app.db.pool)
+        .await
+        .expect("token restored");
+    let overview = b.get("/console").await;
+    assert_eq!(overview.code, 200);
+
     // Logging out ends the session server-side: the old cookie no longer works.
     let old = b.cookies.get("lf_session").cloned().expect("cookie");
     let csrf = overview.csrf();

@@ -101,9 +101,17 @@ pub async fn guard<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Respons
         )
         .into_response());
     };
+    let Some(admin) = req.data::<Arc<AdminToken>>().map(|a| a.fingerprint()) else {
+        return Ok(layout::error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "no admin token",
+        )
+        .into_response());
+    };
     let is_post = req.method() == Method::POST;
     let session = match cookie(&req, SESSION_COOKIE) {
-        Some(token) => load(&pool, &token, !is_post).await,
+        Some(token) => load(&pool, &token, &admin, !is_post).await,
         None => Ok(None),
     };
     let session = match session {
@@ -131,10 +139,12 @@ pub async fn guard<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Respons
     Ok(ep.call(req).await?.into_response())
 }
 
-/// The session of a cookie, if it is live; on a page view its flash message is taken.
+/// The session of a cookie, if it is live and of the current admin token; on a page view its
+/// flash message is taken.
 async fn load(
     pool: &PgPool,
     token: &str,
+    admin: &[u8; 32],
     take_flash: bool,
 ) -> Result<Option<Session>, sqlx::Error> {
     let hash = token_hash(token);
@@ -142,18 +152,21 @@ async fn load(
         sqlx::query_as(
             "UPDATE console_sessions s SET flash = NULL \
              FROM (SELECT token_hash, flash FROM console_sessions \
-                   WHERE token_hash = $1 AND expires_at > now() FOR UPDATE) old \
+                   WHERE token_hash = $1 AND admin_fingerprint = $2 AND expires_at > now() \
+                   FOR UPDATE) old \
              WHERE s.token_hash = old.token_hash RETURNING s.actor, s.csrf_token, old.flash",
         )
         .bind(&hash[..])
+        .bind(&admin[..])
         .fetch_optional(pool)
         .await?
     } else {
         sqlx::query_as(
             "SELECT actor, csrf_token, NULL::text FROM console_sessions \
-             WHERE token_hash = $1 AND expires_at > now()",
+             WHERE token_hash = $1 AND admin_fingerprint = $2 AND expires_at > now()",
         )
         .bind(&hash[..])
+        .bind(&admin[..])
         .fetch_optional(pool)
         .await?
     };
@@ -218,12 +231,13 @@ pub async fn login(
     let token = random_token();
     let created = sqlx::query(
         "WITH gone AS (DELETE FROM console_sessions WHERE expires_at < now()) \
-         INSERT INTO console_sessions (token_hash, actor, csrf_token, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+         INSERT INTO console_sessions (token_hash, actor, csrf_token, admin_fingerprint, expires_at) \
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
     )
     .bind(&token_hash(&token)[..])
     .bind(actor.as_str())
     .bind(random_token())
+    .bind(&admin.fingerprint()[..])
     .bind(SESSION_TTL.as_secs_f64())
     .execute(*pool)
     .await;

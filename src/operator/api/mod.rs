@@ -35,6 +35,16 @@ impl AdminToken {
         }
     }
 
+    /// Names this admin token without revealing it, for what must end when it changes
+    /// (console sessions).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"leadflow console session:");
+        h.update(self.hash);
+        h.finalize().into()
+    }
+
     /// Whether `token` is the admin token (constant time).
     pub fn matches(&self, token: &str) -> bool {
         token_matches(token, &self.hash)
