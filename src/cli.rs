@@ -14,6 +14,7 @@ use crate::config::{DbSettings, HttpSettings, MetricsSettings, TelephonySettings
 use crate::db::Database;
 use crate::hooks;
 use crate::metrics::Exposure;
+use crate::operator::cli::{self as ops, JobsArgs, LeadsArgs, LogArgs, QueuesArgs};
 use crate::service::{self, Service};
 use crate::steps::Engine;
 use crate::validate::BlockKind;
@@ -50,6 +51,14 @@ enum Command {
     Hooks(HooksArgs),
     /// Manage the block list of phones and emails that are never called.
     Block(BlockArgs),
+    /// Queues: jobs per state and the oldest waiting age; pause and resume.
+    Queues(QueuesArgs),
+    /// Jobs: list, show, retry, cancel.
+    Jobs(JobsArgs),
+    /// Leads: list, show a timeline, replay.
+    Leads(LeadsArgs),
+    /// The webhook log: every intake request, its outcome and reason.
+    Log(LogArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -134,9 +143,26 @@ enum HooksCommand {
         json: bool,
     },
     /// Disable a hook: its requests get 404 until it is enabled again.
-    Disable { name: String },
+    Disable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Enable a disabled hook.
-    Enable { name: String },
+    Enable {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a hook a new token (shown once); the old one keeps working for the grace period.
+    Rotate {
+        name: String,
+        /// How long the old token keeps working (e.g. 24h, 30m; 0 revokes it at once).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -241,6 +267,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Hooks(args)) => with_db(&args.db, |pool| hooks_cmd(pool, args.command)).await,
         Some(Command::Block(args)) => with_db(&args.db, |pool| block_cmd(pool, args.command)).await,
+        Some(Command::Queues(a)) => {
+            with_db(&a.db, |pool| ops::queues(pool, a.command, a.json)).await
+        }
+        Some(Command::Jobs(a)) => with_db(&a.db, |pool| ops::jobs(pool, a.command, a.json)).await,
+        Some(Command::Leads(a)) => with_db(&a.db, |pool| ops::leads(pool, a.command, a.json)).await,
+        Some(Command::Log(a)) => with_db(&a.db.clone(), |pool| ops::log(pool, a)).await,
     }
 }
 
@@ -407,14 +439,36 @@ async fn hooks_cmd(pool: sqlx::PgPool, cmd: HooksCommand) -> Result<()> {
                 }
             }
         }
-        HooksCommand::Disable { name } => {
-            hooks::set_active(&pool, &name, false).await?;
-            println!("hook {name} disabled");
+        HooksCommand::Disable { name, json } => set_hook_active(&pool, &name, false, json).await?,
+        HooksCommand::Enable { name, json } => set_hook_active(&pool, &name, true, json).await?,
+        HooksCommand::Rotate { name, grace, json } => {
+            let grace = crate::workflow::duration::parse(&grace).context("--grace")?;
+            let grace = crate::operator::hooks::grace(Some(grace))?;
+            let rotated = hooks::rotate(&pool, &name, grace).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rotated)?);
+            } else {
+                println!("New token for hook {}: {}", rotated.name, rotated.token);
+                match &rotated.previous_token_expires_at {
+                    Some(until) => println!("The previous token keeps working until {}.", until.0),
+                    None => println!("The previous token no longer works."),
+                }
+                println!("The token is shown only now: store it in the sender's settings.");
+            }
         }
-        HooksCommand::Enable { name } => {
-            hooks::set_active(&pool, &name, true).await?;
-            println!("hook {name} enabled");
-        }
+    }
+    Ok(())
+}
+
+async fn set_hook_active(pool: &sqlx::PgPool, name: &str, active: bool, json: bool) -> Result<()> {
+    hooks::set_active(pool, name, active).await?;
+    if json {
+        println!("{}", serde_json::json!({ "name": name, "active": active }));
+    } else {
+        println!(
+            "hook {name} {}",
+            if active { "enabled" } else { "disabled" }
+        );
     }
     Ok(())
 }

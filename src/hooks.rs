@@ -172,6 +172,45 @@ pub async fn set_rate_limit(
     Ok(())
 }
 
+/// What `hooks rotate` prints: the new token (shown only this once) and until when the
+/// previous one keeps working.
+#[derive(Debug, Clone, Serialize)]
+pub struct RotatedHook {
+    pub name: String,
+    pub token: String,
+    pub previous_token_expires_at: Option<crate::db::At>,
+}
+
+/// Gives a hook a new token. The old one keeps working for `grace` (so senders can be
+/// switched over without losing a lead), or stops at once when `grace` is zero. A rotation
+/// during another's grace period ends that one: only the token just replaced stays valid.
+pub async fn rotate(
+    pool: &PgPool,
+    name: &str,
+    grace: std::time::Duration,
+) -> Result<RotatedHook, HookError> {
+    let token = new_token();
+    let row: Option<(Option<crate::db::At>,)> = sqlx::query_as(
+        "UPDATE hooks SET \
+             prev_token_hash = CASE WHEN $3 > 0 THEN token_hash END, \
+             prev_token_expires_at = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END, \
+             token_hash = $2, updated_at = now() \
+         WHERE name = $1 RETURNING prev_token_expires_at",
+    )
+    .bind(name)
+    .bind(&token_hash(&token)[..])
+    .bind(grace.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    let (expires,) = row.ok_or_else(|| HookError::NotFound(name.to_owned()))?;
+    tracing::info!(hook = name, grace_s = grace.as_secs(), "hook token rotated");
+    Ok(RotatedHook {
+        name: name.to_owned(),
+        token,
+        previous_token_expires_at: expires,
+    })
+}
+
 pub async fn set_active(pool: &PgPool, name: &str, active: bool) -> Result<(), HookError> {
     let done = sqlx::query("UPDATE hooks SET active = $2, updated_at = now() WHERE name = $1")
         .bind(name)

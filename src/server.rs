@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
             get(webhook::twiml).post(webhook::twiml),
         )
         .nest("/v1", operator_api::routes(state.admin.clone()))
+        .nest("/console", crate::console::routes(state.admin.clone()))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/openapi.json", get(openapi))

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{
-    Attempt, BoxDynError, Data, PollWith, TaskId, WorkerBuilder, WorkerBuilderExt,
+    Attempt, BoxDynError, Data, Event, EventListenerExt, PollWith, TaskId, WorkerBuilder,
+    WorkerBuilderExt,
 };
 use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::watch;
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::config::WorkerSettings;
 use crate::lead::Step;
+use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob, Wakeup};
 use crate::retention;
 use crate::steps::{self, Engine};
@@ -51,11 +53,17 @@ impl Workers {
     pub fn spawn(engine: Arc<Engine>, settings: &WorkerSettings) -> Workers {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        let pauses = PauseBoard::new(engine.pool.clone());
+        tasks.spawn(
+            pauses
+                .clone()
+                .run(settings.poll_interval(), stop.subscribe()),
+        );
         for step in queue::WORKER_STEPS {
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
-            tasks.spawn(supervise(engine, settings, step, stop_rx));
+            tasks.spawn(supervise(engine, settings, step, pauses.clone(), stop_rx));
         }
         match retention::schedule(&settings.retention_cron) {
             Ok(schedule) => {
@@ -106,13 +114,27 @@ async fn supervise(
     engine: Arc<Engine>,
     settings: WorkerSettings,
     step: Step,
+    pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A queue paused before this process started must not see a single claim.
+    tokio::select! {
+        _ = pauses.wait_loaded() => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
     let mut pause = Duration::from_millis(500);
     loop {
         let name = worker_name(step);
         let alive = crate::metrics::worker_alive(step);
-        let result = run_worker(engine.clone(), &settings, step, &name, stop.clone()).await;
+        let result = run_worker(
+            engine.clone(),
+            &settings,
+            step,
+            &name,
+            pauses.clone(),
+            stop.clone(),
+        )
+        .await;
         drop(alive);
         if *stop.borrow() {
             release_claimed(&engine.pool, &name).await;
@@ -165,6 +187,7 @@ async fn run_worker(
     settings: &WorkerSettings,
     step: Step,
     name: &str,
+    pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), apalis::prelude::WorkerError> {
     let pool = engine.pool.clone();
@@ -184,6 +207,11 @@ async fn run_worker(
         .concurrency(settings.concurrency.max(1))
         .data(engine)
         .data(step)
+        .on_event(move |ctx, event| {
+            if matches!(event, Event::Start) {
+                pauses.attach(queue, ctx);
+            }
+        })
         .build(handle);
     tracing::info!(worker = %name, queue, "worker starting");
     worker

@@ -547,6 +547,20 @@ async fn a_slow_provider_times_out_and_does_not_block_the_other_steps() {
         "routing waited for the provider"
     );
     for id in &calling {
+        let (_, now) = app.get_lead(id).await;
+        if now["run"]["status"] != "called" {
+            // A status callback the service refused would leave the attempt waiting out its
+            // unknown window: say so if it happens.
+            let refused: Vec<_> = fake
+                .callbacks()
+                .into_iter()
+                .filter(|c| c.answered != 204)
+                .map(|c| c.answered)
+                .collect();
+            if !refused.is_empty() {
+                eprintln!("status callbacks not accepted: {refused:?}");
+            }
+        }
         let view = app
             .wait_for_run(id, "called", Duration::from_secs(120))
             .await;

@@ -573,6 +573,21 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
     let served: std::collections::BTreeSet<String> = [
         "/v1/webhooks/inbound",
         "/v1/leads/{id}",
+        "/v1/leads",
+        "/v1/leads/{id}/replay",
+        "/v1/jobs",
+        "/v1/jobs/retry-failed",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/retry",
+        "/v1/jobs/{id}/cancel",
+        "/v1/queues",
+        "/v1/queues/{queue}/pause",
+        "/v1/queues/{queue}/resume",
+        "/v1/webhook-log",
+        "/v1/hooks",
+        "/v1/hooks/{name}/rotate",
+        "/v1/hooks/{name}/disable",
+        "/v1/hooks/{name}/enable",
         "/v1/telephony/twilio/status",
         "/v1/telephony/twilio/twiml/{attempt_id}",
         "/healthz",
@@ -590,7 +605,9 @@ async fn the_openapi_document_lists_exactly_the_served_routes() {
             let url = app.url(
                 &path
                     .replace("{id}", &uuid::Uuid::new_v4().to_string())
-                    .replace("{attempt_id}", &uuid::Uuid::new_v4().to_string()),
+                    .replace("{attempt_id}", &uuid::Uuid::new_v4().to_string())
+                    .replace("{queue}", "qualify")
+                    .replace("{name}", "no-such-hook"),
             );
             let req = app
                 .client

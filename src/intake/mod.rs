@@ -9,7 +9,7 @@
 pub mod limit;
 pub mod parse;
 mod request;
-mod store;
+pub(crate) mod store;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

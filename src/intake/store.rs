@@ -374,6 +374,31 @@ async fn record_validation(
     run_id: Uuid,
     verdict: &Result<ValidLead, Rejection>,
 ) -> Result<(), sqlx::Error> {
+    let received = json!({
+        "hook": input.hook.name,
+        "content_type": input.meta.content_type,
+        "bytes": input.body.len(),
+    });
+    timeline::record(
+        conn,
+        lead_id,
+        Some(run_id),
+        "received",
+        timeline::SYSTEM,
+        received,
+    )
+    .await?;
+    record_validate_step(conn, lead_id, run_id, verdict).await
+}
+
+/// The validate step's row, written settled since it runs inline (at intake, or when an
+/// operator replays a lead), and its `validated` or `rejected` timeline event.
+pub(crate) async fn record_validate_step(
+    conn: &mut PgConnection,
+    lead_id: Uuid,
+    run_id: Uuid,
+    verdict: &Result<ValidLead, Rejection>,
+) -> Result<(), sqlx::Error> {
     let (status, output, error, event) = match verdict {
         Ok(v) => (
             "ok",
@@ -404,20 +429,6 @@ async fn record_validation(
     .bind(output)
     .bind(error)
     .execute(&mut *conn)
-    .await?;
-    let received = json!({
-        "hook": input.hook.name,
-        "content_type": input.meta.content_type,
-        "bytes": input.body.len(),
-    });
-    timeline::record(
-        conn,
-        lead_id,
-        Some(run_id),
-        "received",
-        timeline::SYSTEM,
-        received,
-    )
     .await?;
     timeline::record(
         conn,

@@ -1,15 +1,20 @@
-//! One lead, as an operator sees it: the lead (phone and email masked), its latest run, the
-//! run's steps and the lead's timeline.
+//! One lead, as an operator sees it: the lead (phone and email masked unless revealed), its
+//! latest run with its steps and callback, every run it had (replays start new ones) and the
+//! lead's timeline.
 
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::actor::Actor;
+use super::reveal;
 use crate::db::At;
 use crate::lead::Submission;
-use crate::phone;
-use crate::validate::mask_email;
+
+/// How many past runs a lead view lists (newest first); replays are rare, so this only
+/// bounds a pathological lead.
+const RUN_HISTORY: i64 = 100;
 
 #[derive(Debug, Serialize)]
 pub struct LeadView {
@@ -18,6 +23,8 @@ pub struct LeadView {
     pub steps: Vec<StepView>,
     pub callback: CallbackView,
     pub timeline: Vec<TimelineEntry>,
+    /// Every run of the lead, newest first (the first is `run`).
+    pub runs: Vec<RunView>,
 }
 
 /// The latest run's callback: when the next call is due, what set that time, and every
@@ -58,13 +65,16 @@ pub struct LeadSummary {
     pub received_at: At,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RunView {
     pub id: Uuid,
     pub status: String,
     pub created_at: At,
     pub updated_at: At,
     pub reason: Option<String>,
+    pub team: Option<String>,
+    /// The run this one replays.
+    pub replay_of: Option<Uuid>,
     #[serde(skip)]
     pub scheduled_for: Option<At>,
     #[serde(skip)]
@@ -74,7 +84,11 @@ pub struct RunView {
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct StepView {
     pub name: String,
+    /// Which execution of the step in the run (a callback has one per attempt).
+    pub n: i32,
     pub status: String,
+    /// The job this step runs as, for `jobs show` / retry / cancel; none for validate.
+    pub job_id: Option<String>,
     pub attempts: i32,
     pub started_at: Option<At>,
     pub finished_at: Option<At>,
@@ -101,7 +115,13 @@ struct LeadRow {
     received_at: At,
 }
 
-pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx::Error> {
+/// The lead; with `reveal`, its phone and email in full, the reveal recorded in its
+/// timeline as done by that actor.
+pub async fn show(
+    pool: &PgPool,
+    lead_id: Uuid,
+    reveal: Option<&Actor>,
+) -> Result<Option<LeadView>, sqlx::Error> {
     let row: Option<LeadRow> = sqlx::query_as(
         "SELECT h.name AS hook, l.submission, l.name, l.phone_e164, l.company, l.received_at \
          FROM leads l JOIN hooks h ON h.id = l.hook_id WHERE l.id = $1",
@@ -121,34 +141,44 @@ pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx
         return Ok(None);
     };
     let sub: Submission = serde_json::from_value(submission).unwrap_or_default();
+    let phone = e164.or_else(|| raw_phone(&sub));
+    let email = sub.field("email").map(|e| e.trim().to_owned());
+    if let Some(actor) = reveal {
+        reveal::record(pool, &[lead_id], actor).await?;
+    }
     let lead = LeadSummary {
         id: lead_id,
         hook,
         name,
-        phone: e164.or_else(|| raw_phone(&sub)).map(|p| phone::mask(&p)),
-        email: sub.field("email").as_deref().map(str::trim).map(mask_email),
+        phone: phone.map(|p| reveal::phone(p, reveal.is_some())),
+        email: email.map(|e| reveal::email(e, reveal.is_some())),
         country_code: sub.country_code.clone(),
         company,
         fields: serde_json::to_value(&sub.custom).unwrap_or(Value::Null),
         received_at,
     };
-    let run: Option<RunView> = sqlx::query_as(
-        "SELECT id, status, created_at, updated_at, reason, scheduled_for, schedule_rule FROM runs \
-         WHERE lead_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    let mut runs: Vec<RunView> = sqlx::query_as(
+        "SELECT id, status, created_at, updated_at, reason, team, replay_of, scheduled_for, \
+                schedule_rule FROM runs \
+         WHERE lead_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
     )
     .bind(lead_id)
-    .fetch_optional(pool)
+    .bind(RUN_HISTORY)
+    .fetch_all(pool)
     .await?;
-    let steps = match &run {
-        Some(run) => sqlx::query_as(
-            "SELECT name, status, attempts, started_at, finished_at, next_run_at, output, error \
+    let run = (!runs.is_empty()).then(|| runs.remove(0));
+    let steps =
+        match &run {
+            Some(run) => sqlx::query_as(
+                "SELECT name, n, status, job_id, attempts, started_at, finished_at, next_run_at, \
+                    output, error \
                  FROM steps WHERE run_id = $1 ORDER BY created_at, n",
-        )
-        .bind(run.id)
-        .fetch_all(pool)
-        .await?,
-        None => Vec::new(),
-    };
+            )
+            .bind(run.id)
+            .fetch_all(pool)
+            .await?,
+            None => Vec::new(),
+        };
     let callback = match &run {
         Some(run) => CallbackView {
             scheduled_for: run.scheduled_for,
@@ -170,12 +200,14 @@ pub async fn show(pool: &PgPool, lead_id: Uuid) -> Result<Option<LeadView>, sqlx
     .bind(lead_id)
     .fetch_all(pool)
     .await?;
+    let history = run.iter().cloned().chain(runs).collect();
     Ok(Some(LeadView {
         lead,
         run,
         steps,
         callback,
         timeline,
+        runs: history,
     }))
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-mod duration;
+pub(crate) mod duration;
 mod load;
 pub mod routing;
 pub mod rules;
