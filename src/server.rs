@@ -45,6 +45,13 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
         .data(state.pool)
         .data(state.intake)
         .data(state.engine)
+        .around(|ep, req| async move {
+            if has_nul(&req) {
+                let err = ApiError::bad_request("NUL characters are not accepted in URLs");
+                return Ok(err.into_response());
+            }
+            Ok(ep.call(req).await?.into_response())
+        })
         .with(Tracing)
         .catch_all_error(|err: poem::Error| async move {
             let code = err.status();
@@ -56,6 +63,16 @@ pub fn app(state: AppState) -> impl Endpoint<Output = Response> {
             };
             ApiError::new(code, message, details).into_response()
         })
+}
+
+/// A NUL in a path or query parameter could never match anything PostgreSQL stores (it
+/// refuses NUL in text); answer 400 here rather than a database error deeper in.
+fn has_nul(req: &poem::Request) -> bool {
+    let uri = req.uri();
+    let raw = [Some(uri.path()), uri.query()];
+    raw.into_iter()
+        .flatten()
+        .any(|part| part.to_ascii_lowercase().contains("%00") || part.contains('\0'))
 }
 
 #[handler]

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use common::fake_twilio::{FakeTwilio, Reply};
-use common::procs::{Proc, log_dir, size, wait_ready};
+use common::process::{Process, size, wait_ok};
 use common::{Options, TestApp, TestDb, free_addr, repo_path, sample, us_phone};
 use futures::StreamExt;
 use leadflow::steps::{CallbackSettings, ProviderConfig};
@@ -21,6 +21,28 @@ use leadflow::telephony::twilio::TwilioConfig;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "chaos-admin-token";
+
+/// `leadflow ARGS` with exactly `env` (nothing inherited but PATH), restartable after a kill.
+fn leadflow(name: &str, args: &[&str], env: &BTreeMap<String, String>) -> Process {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let env = env.clone();
+    Process::restartable(name, move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leadflow"));
+        cmd.args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env);
+        cmd
+    })
+}
+
+/// A scratch folder under target/ for a test's data (the private PostgreSQL's, say).
+fn scratch(test: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{test}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
 
 fn env(
     db_url: &str,
@@ -222,18 +244,14 @@ async fn kill9_of_workers_under_load_loses_nothing_and_calls_once() {
     let fake = FakeTwilio::start().await;
     fake.set_default(Reply::created_then("completed"));
     fake.set_callback_delay(Duration::from_millis(10));
-    let logs = log_dir("chaos-kill9");
+    let logs = scratch("chaos-kill9");
     let listen = free_addr();
     let base = format!("http://{listen}");
     let env = with_twilio(env(&db.url, listen, &logs), &fake);
-    let intake = Proc::start("intake", &["serve", "--no-workers"], &env, &logs);
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
-        "{}",
-        intake.tail(20)
-    );
-    let mut workers: Vec<Proc> = (0..3)
-        .map(|i| Proc::start(&format!("worker{i}"), &["worker"], &env, &logs))
+    let _intake = leadflow("intake", &["serve", "--no-workers"], &env);
+    wait_ok(&format!("{base}/readyz"), Duration::from_secs(60)).await;
+    let mut workers: Vec<Process> = (0..3)
+        .map(|i| leadflow(&format!("worker{i}"), &["worker"], &env))
         .collect();
 
     let started = Instant::now();
@@ -271,15 +289,11 @@ async fn kill9_of_the_intake_keeps_every_2xx_and_one_lead_per_key() {
     let hook = leadflow::hooks::create(&db.pool, "chaos", "always-open", true, "http://x")
         .await
         .expect("hook");
-    let logs = log_dir("chaos-intake");
+    let logs = scratch("chaos-intake");
     let listen = free_addr();
     let base = format!("http://{listen}");
-    let mut serve = Proc::start("serve", &["serve"], &env(&db.url, listen, &logs), &logs);
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
-        "{}",
-        serve.tail(20)
-    );
+    let mut serve = leadflow("serve", &["serve"], &env(&db.url, listen, &logs));
+    wait_ok(&format!("{base}/readyz"), Duration::from_secs(60)).await;
     let sender = tokio::spawn({
         let (base, token) = (base.clone(), hook.token.clone());
         // The intake is on trial here: leads without a callback end `routed`.
@@ -318,7 +332,7 @@ async fn open_after(db: &sqlx::PgPool) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_answers_503_then_everything_resumes() {
     use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
-    let logs = log_dir("chaos-pg");
+    let logs = scratch("chaos-pg");
     let opts = || EmbeddedOptions {
         data_dir: logs.join("pg"),
         fast_unsafe: true,
@@ -339,12 +353,8 @@ async fn a_postgres_restart_answers_503_then_everything_resumes() {
     let mut env = env(&url, listen, &logs);
     env.insert("LEADFLOW_REQUEST_TIMEOUT_MS".into(), "3000".into());
     env.insert("LEADFLOW_DB_ACQUIRE_TIMEOUT_MS".into(), "1000".into());
-    let serve = Proc::start("serve", &["serve"], &env, &logs);
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
-        "{}",
-        serve.tail(20)
-    );
+    let serve = leadflow("serve", &["serve"], &env);
+    wait_ok(&format!("{base}/readyz"), Duration::from_secs(60)).await;
 
     // A steady trickle of leads through the whole restart.
     let client = reqwest::Client::builder()
@@ -598,18 +608,14 @@ async fn sigterm_under_load_finishes_in_flight_steps_and_exits_zero() {
     let hook = leadflow::hooks::create(&db.pool, "chaos", "always-open", true, "http://x")
         .await
         .expect("hook");
-    let logs = log_dir("chaos-sigterm");
+    let logs = scratch("chaos-sigterm");
     let listen = free_addr();
     let base = format!("http://{listen}");
     let mut env = env(&db.url, listen, &logs);
     // Simulated calls report after half a second: many are out when SIGTERM comes.
     env.insert("LEADFLOW_SIM_DELAY_MS".into(), "500".into());
-    let mut serve = Proc::start("serve", &["serve"], &env, &logs);
-    assert!(
-        wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await,
-        "{}",
-        serve.tail(20)
-    );
+    let mut serve = leadflow("serve", &["serve"], &env);
+    wait_ok(&format!("{base}/readyz"), Duration::from_secs(60)).await;
     // Clients keep sending through the shutdown and the restart, retrying with their keys.
     let sender = tokio::spawn({
         let (base, token) = (base.clone(), hook.token.clone());
@@ -651,7 +657,7 @@ async fn sigterm_under_load_finishes_in_flight_steps_and_exits_zero() {
         "nothing is left claimed by the stopped process: {left:?}"
     );
     // The next start takes the rest, and the clients' retries.
-    let _serve = Proc::start("serve-again", &["serve"], &env, &logs);
+    let _serve = leadflow("serve-again", &["serve"], &env);
     let (accepted, _) = sender.await.expect("sender");
     assert_eq!(
         accepted.len(),

@@ -254,3 +254,28 @@ async fn a_slowloris_connection_is_closed_by_the_header_timeout() {
         .expect("healthz");
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn nul_characters_in_urls_get_400_not_a_database_error() {
+    let app = TestApp::start().await;
+    for path in [
+        "/v1/webhook-log?hook=a%00b",
+        "/v1/leads?phone=%00",
+        "/v1/hooks/x%00y/disable",
+    ] {
+        let req = if path.ends_with("disable") {
+            app.client.post(app.url(path))
+        } else {
+            app.client.get(app.url(path))
+        };
+        let (code, body) = read(
+            req.bearer_auth(common::ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("sent"),
+        )
+        .await;
+        assert_eq!(code, 400, "{path}: {body}");
+        assert_eq!(body["status"], "error");
+    }
+}

@@ -16,6 +16,8 @@ use uuid::Uuid;
 use super::action::{ActionResult, Outcome, run_of_job};
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
+use crate::lead::RunStatus;
+use crate::metrics::{Observation, Pending};
 use crate::timeline;
 
 /// Run statuses a cancel may end: active ones, and `failed` (discarding its dead letter).
@@ -23,6 +25,8 @@ const CANCELLABLE: [&str; 4] = ["running", "scheduled", "calling", "failed"];
 
 pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionResult> {
     let mut tx = pool.begin().await?;
+    // Counted once the cancel commits (leadflow_runs_finished_total{status="cancelled"}).
+    let finished = Pending::default();
     let run_id = run_of_job(&mut tx, job_id).await?;
     let (status, lead_id): (String, Uuid) =
         sqlx::query_as("SELECT status, lead_id FROM runs WHERE id = $1 FOR UPDATE")
@@ -36,7 +40,11 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
         let message = format!("Run {run_id} is already cancelled");
         (Outcome::Unchanged, message, detail)
     } else if CANCELLABLE.contains(&status.as_str()) {
-        let killed = end_run(&mut tx, run_id, actor).await?;
+        let (workflow, killed) = end_run(&mut tx, run_id, actor).await?;
+        finished.push(Observation::RunFinished {
+            workflow,
+            status: RunStatus::Cancelled,
+        });
         let message = format!(
             "Run {run_id} is cancelled ({} waiting job{} killed)",
             killed.len(),
@@ -59,6 +67,7 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
     )
     .await?;
     tx.commit().await?;
+    finished.committed();
     tracing::info!(job_id, %run_id, %actor, ?outcome, "cancel");
     Ok(ActionResult {
         job_id: job_id.to_owned(),
@@ -70,14 +79,19 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
 }
 
 /// Ends the (locked) run, kills its jobs that no worker holds and settles the steps no
-/// worker holds; returns the killed jobs' ids.
-async fn end_run(tx: &mut PgConnection, run_id: Uuid, actor: &Actor) -> Result<Vec<String>> {
-    sqlx::query(
-        "UPDATE runs SET status = 'cancelled', reason = $2, updated_at = now() WHERE id = $1",
+/// worker holds; returns the run's workflow and the killed jobs' ids.
+async fn end_run(
+    tx: &mut PgConnection,
+    run_id: Uuid,
+    actor: &Actor,
+) -> Result<(String, Vec<String>)> {
+    let (workflow,): (String,) = sqlx::query_as(
+        "UPDATE runs SET status = 'cancelled', reason = $2, updated_at = now() WHERE id = $1 \
+         RETURNING workflow",
     )
     .bind(run_id)
     .bind(format!("cancelled by {actor}"))
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     let killed: Vec<(String,)> = sqlx::query_as(
         "UPDATE apalis.jobs SET status = 'Killed', done_at = now() \
@@ -99,5 +113,5 @@ async fn end_run(tx: &mut PgConnection, run_id: Uuid, actor: &Actor) -> Result<V
     .bind(run_id)
     .execute(&mut *tx)
     .await?;
-    Ok(killed.into_iter().map(|(id,)| id).collect())
+    Ok((workflow, killed.into_iter().map(|(id,)| id).collect()))
 }

@@ -6,7 +6,6 @@
 pub mod dashboards;
 pub mod fake_twilio;
 pub mod process;
-pub mod procs;
 
 use std::path::PathBuf;
 use std::str::FromStr;
