@@ -350,28 +350,7 @@ impl Exec<'_> {
     ) -> Result<(), StepError> {
         let outcome = a.outcome.unwrap_or(Outcome::Lost);
         let output = json!({ "attempt": a.n, "outcome": outcome.as_str() });
-        super::set_step(
-            tx,
-            Step::Callback,
-            self.job,
-            "ok",
-            self.attempt,
-            Some(&output),
-            None,
-        )
-        .await?;
-        self.end_run(tx, status, reason).await?;
-        let detail = json!({ "status": status, "reason": reason, "attempts": a.n });
-        timeline::record(
-            tx,
-            self.ctx.lead_id,
-            Some(self.ctx.run_id),
-            "callback.finished",
-            timeline::SYSTEM,
-            detail,
-        )
-        .await?;
-        Ok(())
+        self.close(tx, status, reason, output, Some(a.n)).await
     }
 
     /// Ends the run unless something (an operator, say) already did; counted once committed.
@@ -411,28 +390,25 @@ impl Exec<'_> {
         status: RunStatus,
         reason: &str,
     ) -> Result<(), StepError> {
-        let output = json!({ "reason": reason });
-        super::set_step(
-            tx,
-            Step::Callback,
-            self.job,
-            "ok",
-            self.attempt,
-            Some(&output),
-            None,
-        )
-        .await?;
+        self.close(tx, status, reason, json!({ "reason": reason }), None)
+            .await
+    }
+
+    /// Settles the step with `output` and ends the run, in the run and its timeline.
+    async fn close(
+        &self,
+        tx: &mut PgConnection,
+        status: RunStatus,
+        reason: &str,
+        output: serde_json::Value,
+        attempts: Option<i32>,
+    ) -> Result<(), StepError> {
+        let step = Step::Callback;
+        super::set_step(tx, step, self.job, "ok", self.attempt, Some(&output), None).await?;
         self.end_run(tx, status, reason).await?;
-        let detail = json!({ "status": status, "reason": reason });
-        timeline::record(
-            tx,
-            self.ctx.lead_id,
-            Some(self.ctx.run_id),
-            "callback.finished",
-            timeline::SYSTEM,
-            detail,
-        )
-        .await?;
+        let detail = json!({ "status": status, "reason": reason, "attempts": attempts });
+        let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
+        timeline::record(tx, lead, run, "callback.finished", timeline::SYSTEM, detail).await?;
         Ok(())
     }
 }
