@@ -23,6 +23,11 @@ migrate:
 monitoring-check:
     bash dashboards/check.sh
 
+# Benchmark against pgbench and Graphile Worker on one PostgreSQL; rewrites the README's results
+bench *ARGS:
+    cargo build --release --bins
+    target/release/bench --readme README.md {{ARGS}}
+
 # What CI runs
 ci:
     bash .ci/run

@@ -74,6 +74,9 @@ async fn retry_in_browser(b: &Session<'_>, app: &TestApp, lead: &str) -> webdriv
     b.click("header a[href='/console/leads']").await?;
     b.click("select[name=status] option[value=failed]").await?;
     b.click("form[action='/console/leads'] button").await?;
+    // The unfiltered list has the same link: click it only once the filtered page is in.
+    b.wait_for_url("status=failed", Duration::from_secs(10))
+        .await?;
     b.click(&format!("#leads a[href='/console/leads/{lead}']"))
         .await?;
     b.wait_for_text("#run-status", "failed", Duration::from_secs(5))

@@ -30,7 +30,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 static SERVER: OnceCell<String> = OnceCell::const_new();
 
 /// The URL of the server tests create their databases on.
-async fn server_url() -> String {
+pub async fn server_url() -> String {
     SERVER
         .get_or_init(|| async {
             if let Ok(url) = std::env::var("DATABASE_URL") {

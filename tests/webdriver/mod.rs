@@ -39,7 +39,12 @@ pub fn find_chromium() -> Option<(PathBuf, PathBuf)> {
 
 /// Errors that mean "the page is changing under us; look again".
 fn transient(error: &str) -> bool {
-    error.contains("no such element") || error.contains("stale element")
+    // The last two come from Chromium when a page is replaced between finding an element
+    // and acting on it (a form submit navigating away).
+    error.contains("no such element")
+        || error.contains("stale element")
+        || error.contains("does not belong to the document")
+        || error.contains("Node is detached")
 }
 
 pub struct Driver {

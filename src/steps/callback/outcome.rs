@@ -2,6 +2,7 @@
 //! simulator's reports, through this one path. Statuses only move forward: a duplicated or
 //! out-of-order callback changes nothing. A final status wakes the waiting callback job.
 
+use futures::StreamExt;
 use serde_json::json;
 use sqlx::PgConnection;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -165,19 +166,42 @@ async fn wake(tx: &mut PgConnection, run_id: Uuid, step_n: i32) -> Result<(), sq
     Ok(())
 }
 
+/// Reports applied at once, as Twilio's webhooks for different calls arrive in parallel. One
+/// at a time capped the whole pipeline at one report per few milliseconds.
+const SIM_REPORTS_IN_FLIGHT: usize = 32;
+
 /// Feeds the simulator's reports through [`apply`], as Twilio's webhook would, and counts
-/// each one off `outstanding` once applied.
+/// each one off `outstanding` once applied. A report's own events stay in order.
 pub async fn pump_sim_reports(
     engine: std::sync::Arc<Engine>,
-    mut reports: UnboundedReceiver<SimReport>,
+    reports: UnboundedReceiver<SimReport>,
     outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    while let Some(report) = reports.recv().await {
-        for event in &report.events {
-            if let Err(e) = apply(&engine, report.attempt_id, event).await {
-                tracing::warn!(attempt_id = %report.attempt_id, error = %e, "simulated status not applied");
+    let reports = futures::stream::unfold(reports, |mut rx| async move {
+        rx.recv().await.map(|report| (report, rx))
+    });
+    reports
+        .for_each_concurrent(SIM_REPORTS_IN_FLIGHT, |report| {
+            let (engine, outstanding) = (&engine, &outstanding);
+            async move {
+                if let Err(e) = apply_report(engine, &report).await {
+                    tracing::warn!(attempt_id = %report.attempt_id, error = %e, "simulated statuses not applied");
+                }
+                outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
-        }
-        outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .await;
+}
+
+/// A simulated call's statuses, in order, in one transaction: they arrive together, so one
+/// commit serves them all.
+async fn apply_report(engine: &Engine, report: &SimReport) -> Result<(), OutcomeError> {
+    let mut tx = engine.pool.begin().await?;
+    let pending = Pending::default();
+    for event in &report.events {
+        apply_on(&mut tx, engine, report.attempt_id, event, &pending).await?;
     }
+    tx.commit().await?;
+    pending.committed();
+    Ok(())
 }

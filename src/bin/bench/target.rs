@@ -1,0 +1,442 @@
+//! The system under test: the bench's database on one PostgreSQL server, the leadflow
+//! processes it starts (each watched for RSS), and the queries that read results back.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::process::{Child, Command};
+
+const ADMIN_TOKEN: &str = "bench-admin-token-not-secret";
+
+/// How the measured processes are started.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub leadflow: PathBuf,
+    pub workflows_dir: PathBuf,
+    /// The bench's database; the Graphile chain's is `{database}_graphile`.
+    pub database: String,
+    pub concurrency: usize,
+    pub batch_size: usize,
+}
+
+/// Which leadflow process a phase measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve --no-workers`: intake only.
+    IntakeOnly,
+    /// `worker`: the three queues, no HTTP.
+    WorkersOnly,
+    /// `serve`: everything in one process.
+    Serve,
+}
+
+pub struct Bench {
+    server: Server,
+    pub pool: PgPool,
+    pub url: String,
+    settings: Settings,
+    hook: std::sync::Mutex<Option<(i64, String)>>,
+    log_dir: PathBuf,
+}
+
+enum Server {
+    Private(EmbeddedPostgres),
+    Given(String),
+}
+
+impl Server {
+    fn url(&self, database: &str) -> Result<String> {
+        match self {
+            Server::Private(pg) => Ok(pg.url(database)),
+            Server::Given(url) => {
+                let mut url = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+                url.set_path(&format!("/{database}"));
+                Ok(url.to_string())
+            }
+        }
+    }
+}
+
+impl Bench {
+    /// Starts (or reaches) the server and recreates the bench database, migrated.
+    pub async fn prepare(database_url: Option<&str>, settings: Settings) -> Result<Bench> {
+        if !settings.leadflow.exists() {
+            bail!(
+                "{} does not exist: build it first (`cargo build --release --bins`)",
+                settings.leadflow.display()
+            );
+        }
+        if !settings.workflows_dir.join("always-open.toml").exists() {
+            bail!(
+                "{} has no always-open.toml; run from the repository root or pass --workflows-dir",
+                settings.workflows_dir.display()
+            );
+        }
+        let server = match database_url {
+            Some(url) => Server::Given(url.to_owned()),
+            None => {
+                let pg = EmbeddedPostgres::start(EmbeddedOptions {
+                    data_dir: PathBuf::from("target/bench-pg"),
+                    fast_unsafe: false,
+                })
+                .await
+                .context("starting the private PostgreSQL under target/bench-pg")?;
+                Server::Private(pg)
+            }
+        };
+        let database = &settings.database;
+        if database.is_empty()
+            || database.len() > 40
+            || !database
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            bail!("--db-name must be 1-40 characters of a-z, 0-9 and _, got {database:?}");
+        }
+        let admin = connect(&server.url("postgres")?, 2).await?;
+        for db in [database.clone(), format!("{database}_graphile")] {
+            // Checked above: only [a-z0-9_] reaches this DDL.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await
+            .with_context(|| format!("dropping {db}"))?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&admin)
+                .await
+                .with_context(|| format!("creating {db}"))?;
+        }
+        admin.close().await;
+        let url = server.url(database)?;
+        let pool = connect(&url, 4).await?;
+        leadflow::db::migrate(&pool)
+            .await
+            .context("migrating the bench database")?;
+        let log_dir = PathBuf::from("target/bench");
+        std::fs::create_dir_all(&log_dir).context("creating target/bench")?;
+        Ok(Bench {
+            server,
+            pool,
+            url,
+            settings,
+            hook: std::sync::Mutex::new(None),
+            log_dir,
+        })
+    }
+
+    /// The Graphile chain's database, next to the bench's own.
+    pub fn graphile_url(&self) -> Result<String> {
+        self.server
+            .url(&format!("{}_graphile", self.settings.database))
+    }
+
+    pub async fn server_version(&self) -> Result<String> {
+        let (v,): (String,) = sqlx::query_as("SHOW server_version")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v)
+    }
+
+    /// Creates the bench hook (always-open workflow, no practical rate limit); returns its
+    /// token.
+    pub async fn create_hook(&self) -> Result<String> {
+        let out = Command::new(&self.settings.leadflow)
+            .args([
+                "hooks",
+                "create",
+                "--name",
+                "bench",
+                "--workflow",
+                "always-open",
+            ])
+            .args(["--rate-limit", "100000000", "--json"])
+            .env("DATABASE_URL", &self.url)
+            .env("LEADFLOW_WORKFLOWS_DIR", &self.settings.workflows_dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .context("running leadflow hooks create")?;
+        if !out.status.success() {
+            bail!(
+                "leadflow hooks create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("reading hooks create --json")?;
+        let token = v["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("hooks create printed no token"))?
+            .to_owned();
+        let (id,): (i64,) = sqlx::query_as("SELECT id FROM hooks WHERE name = 'bench'")
+            .fetch_one(&self.pool)
+            .await?;
+        if let Ok(mut hook) = self.hook.lock() {
+            *hook = Some((id, token.clone()));
+        }
+        Ok(token)
+    }
+
+    pub fn hook_id(&self) -> Result<i64> {
+        self.hook
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|(id, _)| *id))
+            .ok_or_else(|| anyhow!("no bench hook yet"))
+    }
+
+    /// Empties every lead table and the job queue, so that each phase starts alike.
+    pub async fn reset_leads(&self) -> Result<()> {
+        sqlx::query(
+            "TRUNCATE webhook_log, idempotency_keys, timeline, callback_attempts, \
+             callback_slots, steps, runs, leads, apalis.jobs CASCADE",
+        )
+        .execute(&self.pool)
+        .await
+        .context("emptying the lead tables")?;
+        sqlx::query("VACUUM ANALYZE")
+            .execute(&self.pool)
+            .await
+            .context("vacuuming")?;
+        Ok(())
+    }
+
+    /// Committed plus rolled-back transactions of the bench database so far. Backends
+    /// report their counts when idle or on exit, so read this after the phase's process
+    /// has stopped.
+    pub async fn xacts(&self) -> Result<i64> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *conn)
+            .await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
+             WHERE datname = current_database()",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(n)
+    }
+
+    /// Starts a leadflow process in `role` and waits until it is ready.
+    pub async fn start(&self, role: Role) -> Result<Proc> {
+        let port = free_port()?;
+        let log = self.log_dir.join(format!("{role:?}.log").to_lowercase());
+        let out = std::fs::File::create(&log).context("creating the process log")?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(&self.settings.leadflow);
+        match role {
+            Role::IntakeOnly => cmd.args(["serve", "--no-workers"]),
+            Role::WorkersOnly => cmd.arg("worker"),
+            Role::Serve => cmd.arg("serve"),
+        };
+        cmd.env("DATABASE_URL", &self.url)
+            .env("LEADFLOW_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LEADFLOW_WORKFLOWS_DIR", &self.settings.workflows_dir)
+            .env("LEADFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("LEADFLOW_TELEPHONY", "sim")
+            .env("LEADFLOW_SIM_DELAY_MS", "0")
+            .env("LEADFLOW_SIM_OUTCOMES", "completed")
+            .env(
+                "LEADFLOW_CONCURRENCY",
+                self.settings.concurrency.to_string(),
+            )
+            .env("LEADFLOW_BATCH_SIZE", self.settings.batch_size.to_string())
+            .env("LEADFLOW_PROVIDER_CONCURRENCY", "64")
+            .env("LEADFLOW_DB_POOL_MAX", "40")
+            .env("LEADFLOW_RATE_LIMIT_PER_MIN", "100000000")
+            .env("RUST_LOG", "warn")
+            .env_remove("LEADFLOW_METRICS_LISTEN")
+            .env_remove("LEADFLOW_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.settings.leadflow.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("leadflow exited at once"))?;
+        let proc = Proc::watch(child, pid, port, role, log);
+        if role != Role::WorkersOnly {
+            proc.wait_ready(Duration::from_secs(60)).await?;
+        }
+        Ok(proc)
+    }
+
+    /// Waits until `expected` runs have ended; returns how long that took from the call
+    /// and how the runs ended.
+    pub async fn wait_for_runs(&self, expected: usize, within: Duration) -> Result<Finished> {
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            let (ended, called): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE status NOT IN ('running', 'scheduled', 'calling')), \
+                        count(*) FILTER (WHERE status = 'called') FROM runs",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            if ended as usize >= expected {
+                let (steps,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM steps WHERE name <> 'validate' AND status = 'ok'",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                return Ok(Finished {
+                    elapsed: started.elapsed(),
+                    runs: ended as usize,
+                    called: called as usize,
+                    step_jobs: steps as usize,
+                });
+            }
+            if started.elapsed() > within {
+                bail!("only {ended} of {expected} runs ended within {within:?}");
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                eprintln!("      {ended}/{expected} runs ended");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lead accepted → first call placed, in milliseconds, for every lead called.
+    pub async fn speed_to_lead(&self) -> Result<Vec<f64>> {
+        let rows: Vec<(f64,)> = sqlx::query_as(
+            "SELECT (extract(epoch FROM a.placed_at - l.received_at) * 1000)::float8 \
+             FROM callback_attempts a JOIN leads l ON l.id = a.lead_id \
+             WHERE a.n = 1 AND a.placed_at IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(ms,)| ms).collect())
+    }
+
+    pub async fn finish(self) {
+        self.pool.close().await;
+        if let Server::Private(pg) = self.server
+            && let Err(e) = pg.stop().await
+        {
+            eprintln!("bench: stopping the private PostgreSQL: {e}");
+        }
+    }
+}
+
+/// The end of a pipeline phase.
+#[derive(Debug)]
+pub struct Finished {
+    pub elapsed: Duration,
+    pub runs: usize,
+    pub called: usize,
+    pub step_jobs: usize,
+}
+
+/// A running leadflow process, its resident memory sampled every 50 ms.
+pub struct Proc {
+    child: Child,
+    pid: u32,
+    port: u16,
+    role: Role,
+    log: PathBuf,
+    peak_rss_kb: Arc<AtomicU64>,
+}
+
+impl Proc {
+    fn watch(child: Child, pid: u32, port: u16, role: Role, log: PathBuf) -> Proc {
+        let peak_rss_kb = Arc::new(AtomicU64::new(0));
+        let peak = peak_rss_kb.clone();
+        tokio::spawn(async move {
+            while let Some(kb) = rss_kb(pid) {
+                peak.fetch_max(kb, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Proc {
+            child,
+            pid,
+            port,
+            role,
+            log,
+            peak_rss_kb,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<()> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let deadline = Instant::now() + within;
+        let url = format!("{}/readyz", self.base_url());
+        loop {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline || rss_kb(self.pid).is_none() {
+                bail!(
+                    "leadflow ({:?}) did not become ready; see {}",
+                    self.role,
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after 30 s); returns its peak RSS in MB.
+    pub async fn stop(mut self) -> f64 {
+        let peak = self.peak_rss_mb();
+        if let Ok(pid) = i32::try_from(self.pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        peak
+    }
+
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+/// VmRSS of a live process, in kB; `None` once it has exited.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn connect(url: &str, max: u32) -> Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .context("connecting to PostgreSQL")
+}
