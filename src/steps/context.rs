@@ -24,6 +24,8 @@ pub struct RunContext {
 
 #[derive(sqlx::FromRow)]
 struct Row {
+    step_status: String,
+    job_id: Option<String>,
     status: String,
     workflow: String,
     team: Option<String>,
@@ -37,22 +39,35 @@ struct Row {
 }
 
 impl RunContext {
-    /// Loads the run and its lead, locking the run row so operator actions on the same run
-    /// wait for this step's transaction.
-    pub async fn load(conn: &mut PgConnection, run_id: Uuid) -> Result<RunContext, StepError> {
+    /// Locks a step row and its run, and loads the run with its lead, in one round trip (a
+    /// step's first statement). Returns the step's status and job id with the context, or
+    /// `None` when there is no such step. The run row's lock keeps operator actions on the
+    /// same run out until the step commits.
+    pub async fn lock_step(
+        conn: &mut PgConnection,
+        run_id: Uuid,
+        step: &str,
+        n: i32,
+    ) -> Result<Option<(String, Option<String>, RunContext)>, StepError> {
         let row: Option<Row> = sqlx::query_as(
-            "SELECT r.status, r.workflow, r.team, l.id AS lead_id, l.submission, l.phone_e164, \
-                    l.phone_region, l.email, l.received_at, l.auto_callback \
-             FROM runs r JOIN leads l ON l.id = r.lead_id WHERE r.id = $1 FOR UPDATE OF r",
+            "SELECT s.status AS step_status, s.job_id, r.status, r.workflow, r.team, \
+                    l.id AS lead_id, l.submission, l.phone_e164, l.phone_region, l.email, \
+                    l.received_at, l.auto_callback \
+             FROM steps s JOIN runs r ON r.id = s.run_id JOIN leads l ON l.id = r.lead_id \
+             WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s, r",
         )
         .bind(run_id)
+        .bind(step)
+        .bind(n)
         .fetch_optional(conn)
         .await?;
-        let row = row.ok_or(StepError::RunMissing(run_id))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
         let lead_id = row.lead_id;
         let submission: Submission = serde_json::from_value(row.submission)
             .map_err(|source| StepError::Submission { lead_id, source })?;
-        Ok(RunContext {
+        let ctx = RunContext {
             run_id,
             lead_id,
             workflow: row.workflow,
@@ -66,6 +81,7 @@ impl RunContext {
             email: row.email,
             received_at: row.received_at.0,
             auto_callback: row.auto_callback,
-        })
+        };
+        Ok(Some((row.step_status, row.job_id, ctx)))
     }
 }
