@@ -9,6 +9,7 @@
 pub mod limit;
 pub mod parse;
 mod request;
+pub mod sample;
 pub(crate) mod store;
 
 use std::sync::{Arc, OnceLock};

@@ -306,35 +306,9 @@ pub async fn read(resp: reqwest::Response) -> (u16, Value) {
     (code, value)
 }
 
-/// The spec's sample payload, with a given hook name and a valid phone number. The email is
-/// derived from the phone so that distinct phones make distinct (non-duplicate) leads.
+/// The spec's sample payload, with a given hook name and a valid phone number.
 pub fn sample(hook: &str, phone: &str) -> Value {
-    let email = format!(
-        "john.doe+{}@example.com",
-        phone
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>()
-    );
-    json!({
-        "hookName": hook,
-        "name_field": "John Doe",
-        "country_code_field": "+1",
-        "phone_field": phone,
-        "email_field": email,
-        "company_name_field": "Acme Corp",
-        "ip_address_field": "192.168.1.1",
-        "industry_field": "Software",
-        "message_field": "Looking for a demo.",
-        "size_field": "Medium",
-        "page_url_field": "https://example.com/demo",
-        "page_name_field": "Demo Page",
-        "date_submitted_field": "2025-01-30",
-        "time_submitted_field": "14:30:00",
-        "is_auto": 1,
-        "status": 1,
-        "team_id_field": "team_001"
-    })
+    leadflow::intake::sample::payload(hook, phone)
 }
 
 /// A distinct valid US number for the i-th lead of a test (NANP 650 area, 555-01xx avoided).

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use serde_json::json;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, Copy)]
@@ -46,30 +45,11 @@ impl Phones {
     }
 }
 
-/// The spec's sample payload for one phone; the email follows the phone, so that leads are
-/// distinct for the dedupe rule too.
+/// The spec's sample payload for one phone, as bytes.
 pub fn body(hook: &str, phone: &str) -> Vec<u8> {
-    json!({
-        "hookName": hook,
-        "name_field": "John Doe",
-        "country_code_field": "+1",
-        "phone_field": phone,
-        "email_field": format!("john.doe+{phone}@example.com"),
-        "company_name_field": "Acme Corp",
-        "ip_address_field": "192.168.1.1",
-        "industry_field": "Software",
-        "message_field": "Looking for a demo.",
-        "size_field": "Medium",
-        "page_url_field": "https://example.com/demo",
-        "page_name_field": "Demo Page",
-        "date_submitted_field": "2025-01-30",
-        "time_submitted_field": "14:30:00",
-        "is_auto": 1,
-        "status": 1,
-        "team_id_field": "team_001"
-    })
-    .to_string()
-    .into_bytes()
+    leadflow::intake::sample::payload(hook, phone)
+        .to_string()
+        .into_bytes()
 }
 
 /// What a load run saw.
