@@ -62,6 +62,9 @@ struct Args {
     /// Jobs claimed per fetch (LEADFLOW_BATCH_SIZE for the measured processes).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Database connections per measured process (LEADFLOW_DB_POOL_MAX).
+    #[arg(long, default_value_t = 40)]
+    pool: u32,
     /// The Graphile chain benchmark's folder (copied to target/bench/ and run with node).
     #[arg(long, default_value = "../shared/bench/graphile-chain")]
     graphile_dir: PathBuf,
@@ -109,6 +112,7 @@ async fn run(args: Args) -> Result<()> {
         database: args.db_name.clone(),
         concurrency: args.concurrency,
         batch_size: args.batch_size,
+        pool: args.pool,
     };
     let bench = Bench::prepare(args.database_url.as_deref(), settings).await?;
     let mut report = Report::new(&args, bench.server_version().await?);

@@ -78,13 +78,14 @@ impl Report {
             context: format!(
                 "{date}; {cpus} CPUs ({model}), {mem_gb:.0} GiB; PostgreSQL {server_version}; \
                  {} clients, {} pre-loaded leads, {} leads/s offered for {} s; worker \
-                 concurrency {}, batch {}",
+                 concurrency {}, batch {}, pool {}",
                 args.clients,
                 args.leads,
                 args.rate,
                 args.rate_seconds,
                 args.concurrency,
-                args.batch_size
+                args.batch_size,
+                args.pool
             ),
             ..Report::default()
         }

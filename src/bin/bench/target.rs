@@ -24,6 +24,7 @@ pub struct Settings {
     pub database: String,
     pub concurrency: usize,
     pub batch_size: usize,
+    pub pool: u32,
 }
 
 /// Which leadflow process a phase measures.
@@ -251,7 +252,7 @@ impl Bench {
             )
             .env("LEADFLOW_BATCH_SIZE", self.settings.batch_size.to_string())
             .env("LEADFLOW_PROVIDER_CONCURRENCY", "64")
-            .env("LEADFLOW_DB_POOL_MAX", "40")
+            .env("LEADFLOW_DB_POOL_MAX", self.settings.pool.to_string())
             .env("LEADFLOW_RATE_LIMIT_PER_MIN", "100000000")
             .env("RUST_LOG", "warn")
             .env_remove("LEADFLOW_METRICS_LISTEN")
