@@ -19,11 +19,8 @@ async fn the_bench_runs_every_phase_and_prints_its_result_lines() {
         .args(["--leads", "40", "--rate", "20", "--rate-seconds", "1"])
         .args(["--concurrency", "4", "--batch-size", "8", "--no-graphile"])
         .env("DATABASE_URL", &server);
-    if std::process::Command::new("pgbench")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    let has_pgbench = Command::new("pgbench").arg("--version").output().is_ok();
+    if !has_pgbench {
         cmd.arg("--no-pgbench");
     }
     let out = cmd.output().expect("bench runs");
@@ -52,6 +49,13 @@ async fn the_bench_runs_every_phase_and_prints_its_result_lines() {
     assert!(value(&pipeline, "graphile_leads_per_s").is_nan());
     let intake = line("bench intake ");
     assert!(value(&intake, "leads_per_s") > 0.0, "{stdout}");
+    if has_pgbench {
+        // The baseline ran the intake transaction: a rate, and the ratio of the two.
+        let tps = value(&intake, "pgbench_tps");
+        assert!(tps > 0.0, "{stdout}");
+        let ratio = value(&intake, "leads_per_s") / tps;
+        assert!((value(&intake, "ratio") - ratio).abs() < 0.01, "{stdout}");
+    }
     let stl = line("bench speed_to_lead_ms ");
     let (p50, p99, max) = (value(&stl, "p50"), value(&stl, "p99"), value(&stl, "max"));
     assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{stdout}");

@@ -221,13 +221,22 @@ async fn apply(
             event,
             run_at,
         } => {
-            let n = settle_and_number(tx, step, job, attempt, ctx.lead_id, event, &output, next)
-                .await?;
+            set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
             let next_job = StepJob {
                 run_id: job.run_id,
-                n,
+                n: next_execution(tx, job.run_id, next).await?,
             };
             enqueue(tx, next, next_job, run_at, max_attempts).await?;
+            touch_run(tx, job.run_id, None, None).await?;
+            timeline::record(
+                tx,
+                ctx.lead_id,
+                Some(job.run_id),
+                event,
+                timeline::SYSTEM,
+                output,
+            )
+            .await?;
             Ok(None)
         }
         Transition::Finish {
@@ -277,45 +286,17 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// A step that hands over to `next`, in one round trip: marks the step `ok` with its output,
-/// bumps the run's `updated_at`, records the timeline event, and returns the number of
-/// `next`'s coming execution (1 unless a replay or retry ran it before).
-#[allow(clippy::too_many_arguments)]
-async fn settle_and_number(
+async fn next_execution(
     conn: &mut PgConnection,
+    run_id: Uuid,
     step: Step,
-    job: StepJob,
-    attempt: u32,
-    lead_id: Uuid,
-    event: &str,
-    output: &Value,
-    next: Step,
 ) -> Result<i32, sqlx::Error> {
-    // Data-modifying CTEs all run, whatever the outer query reads; the outer read sees the
-    // snapshot from before them, which holds no row of `next` that they could add.
-    let (n,): (i32,) = sqlx::query_as(
-        "WITH settled AS ( \
-             UPDATE steps SET status = 'ok', attempts = GREATEST(attempts, $4), \
-                    started_at = COALESCE(started_at, now()), finished_at = now(), \
-                    next_run_at = NULL, output = $5 \
-             WHERE run_id = $1 AND name = $2 AND n = $3), \
-         touched AS (UPDATE runs SET updated_at = now() WHERE id = $1), \
-         recorded AS ( \
-             INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
-             VALUES ($6, $1, $7, $8, $5)) \
-         SELECT COALESCE(MAX(n), 0) + 1 FROM steps WHERE run_id = $1 AND name = $9",
-    )
-    .bind(job.run_id)
-    .bind(step.as_str())
-    .bind(job.n)
-    .bind(attempt as i32)
-    .bind(output)
-    .bind(lead_id)
-    .bind(event)
-    .bind(timeline::SYSTEM)
-    .bind(next.as_str())
-    .fetch_one(conn)
-    .await?;
+    let (n,): (i32,) =
+        sqlx::query_as("SELECT COALESCE(MAX(n), 0) + 1 FROM steps WHERE run_id = $1 AND name = $2")
+            .bind(run_id)
+            .bind(step.as_str())
+            .fetch_one(conn)
+            .await?;
     Ok(n)
 }
 

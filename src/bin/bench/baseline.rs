@@ -111,10 +111,15 @@ impl IntakeShape {
 }
 
 /// Transactions per second of the intake transaction in pgbench, `clients` clients.
-pub async fn pgbench(bench: &Bench, shape: &IntakeShape, clients: usize, secs: u64) -> Result<f64> {
+pub async fn pgbench(
+    bench: &Bench,
+    shape: &IntakeShape,
+    hook_id: i64,
+    clients: usize,
+    secs: u64,
+) -> Result<f64> {
     let script = std::path::PathBuf::from("target/bench/intake.pgbench.sql");
-    std::fs::write(&script, shape.script(bench.hook_id()?))
-        .context("writing the pgbench script")?;
+    std::fs::write(&script, shape.script(hook_id)).context("writing the pgbench script")?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let out = Command::new("pgbench")
         .args(["-n", "-M", "prepared"])

@@ -127,7 +127,14 @@ async fn run(args: Args) -> Result<()> {
     let hook = bench.create_hook().await?;
     let xacts = bench.xacts().await?;
     let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_seconds));
-    let run = load::run(&intake.base_url(), &hook, args.clients, plan, &mut phones).await?;
+    let run = load::run(
+        &intake.base_url(),
+        &hook.token,
+        args.clients,
+        plan,
+        &mut phones,
+    )
+    .await?;
     let cost = Cost::after(&bench, intake, xacts, run.accepted).await?;
     report.intake(&run, cost);
     if !args.no_pgbench {
@@ -136,7 +143,8 @@ async fn run(args: Args) -> Result<()> {
             args.clients
         );
         let shape = baseline::IntakeShape::from_database(&bench).await?;
-        let tps = baseline::pgbench(&bench, &shape, args.clients, args.intake_seconds).await?;
+        let tps =
+            baseline::pgbench(&bench, &shape, hook.id, args.clients, args.intake_seconds).await?;
         report.pgbench(tps);
     }
 
@@ -145,7 +153,14 @@ async fn run(args: Args) -> Result<()> {
     bench.reset_leads().await?;
     let intake = bench.start(Role::IntakeOnly).await?;
     let plan = load::Plan::ClosedCount(args.leads);
-    let preload = load::run(&intake.base_url(), &hook, args.clients, plan, &mut phones).await?;
+    let preload = load::run(
+        &intake.base_url(),
+        &hook.token,
+        args.clients,
+        plan,
+        &mut phones,
+    )
+    .await?;
     intake.stop().await;
     preload.require_all_accepted()?;
     eprintln!("      running the workers");
@@ -169,7 +184,14 @@ async fn run(args: Args) -> Result<()> {
         per_second: args.rate,
         for_: Duration::from_secs(args.rate_seconds),
     };
-    let offered = load::run(&service.base_url(), &hook, args.clients, plan, &mut phones).await?;
+    let offered = load::run(
+        &service.base_url(),
+        &hook.token,
+        args.clients,
+        plan,
+        &mut phones,
+    )
+    .await?;
     bench
         .wait_for_runs(offered.accepted, Duration::from_secs(120))
         .await?;

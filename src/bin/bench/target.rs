@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use leadflow::db::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::process::{Child, Command};
 
 const ADMIN_TOKEN: &str = "bench-admin-token-not-secret";
@@ -43,8 +42,13 @@ pub struct Bench {
     pub pool: PgPool,
     pub url: String,
     settings: Settings,
-    hook: std::sync::Mutex<Option<(i64, String)>>,
     log_dir: PathBuf,
+}
+
+/// The hook the load posts to.
+pub struct BenchHook {
+    pub id: i64,
+    pub token: String,
 }
 
 enum Server {
@@ -128,7 +132,6 @@ impl Bench {
             pool,
             url,
             settings,
-            hook: std::sync::Mutex::new(None),
             log_dir,
         })
     }
@@ -146,9 +149,9 @@ impl Bench {
         Ok(v)
     }
 
-    /// Creates the bench hook (always-open workflow, no practical rate limit); returns its
-    /// token.
-    pub async fn create_hook(&self) -> Result<String> {
+    /// Creates the bench hook (always-open workflow, no practical rate limit) with the
+    /// service's own command.
+    pub async fn create_hook(&self) -> Result<BenchHook> {
         let out = Command::new(&self.settings.leadflow)
             .args([
                 "hooks",
@@ -177,21 +180,10 @@ impl Bench {
             .as_str()
             .ok_or_else(|| anyhow!("hooks create printed no token"))?
             .to_owned();
-        let (id,): (i64,) = sqlx::query_as("SELECT id FROM hooks WHERE name = 'bench'")
-            .fetch_one(&self.pool)
-            .await?;
-        if let Ok(mut hook) = self.hook.lock() {
-            *hook = Some((id, token.clone()));
-        }
-        Ok(token)
-    }
-
-    pub fn hook_id(&self) -> Result<i64> {
-        self.hook
-            .lock()
-            .ok()
-            .and_then(|h| h.as_ref().map(|(id, _)| *id))
-            .ok_or_else(|| anyhow!("no bench hook yet"))
+        let hook = leadflow::hooks::find_by_name(&self.pool, "bench")
+            .await?
+            .ok_or_else(|| anyhow!("hooks create did not store the bench hook"))?;
+        Ok(BenchHook { id: hook.id, token })
     }
 
     /// Empties every lead table and the job queue, so that each phase starts alike.
@@ -306,7 +298,8 @@ impl Bench {
                 eprintln!("      {ended}/{expected} runs ended");
                 last_report = Instant::now();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Each look counts every run on the measured database: not too often.
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -434,10 +427,7 @@ fn free_port() -> Result<u16> {
 }
 
 async fn connect(url: &str, max: u32) -> Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+    leadflow::db::connect(url, max, Duration::from_secs(10))
         .await
         .context("connecting to PostgreSQL")
 }

@@ -53,9 +53,24 @@ pub async fn apply(
     attempt_id: Uuid,
     event: &StatusEvent,
 ) -> Result<Applied, OutcomeError> {
+    apply_in_order(engine, attempt_id, std::slice::from_ref(event)).await
+}
+
+/// Statuses of one call, in order, in one transaction (the simulator reports a call's
+/// statuses together, so one commit serves them all). `Moved` if any of them moved it.
+async fn apply_in_order(
+    engine: &Engine,
+    attempt_id: Uuid,
+    events: &[StatusEvent],
+) -> Result<Applied, OutcomeError> {
     let mut tx = engine.pool.begin().await?;
     let pending = Pending::default();
-    let applied = apply_on(&mut tx, engine, attempt_id, event, &pending).await?;
+    let mut applied = Applied::Ignored;
+    for event in events {
+        if apply_on(&mut tx, engine, attempt_id, event, &pending).await? == Applied::Moved {
+            applied = Applied::Moved;
+        }
+    }
     tx.commit().await?;
     pending.committed();
     Ok(applied)
@@ -170,8 +185,8 @@ async fn wake(tx: &mut PgConnection, run_id: Uuid, step_n: i32) -> Result<(), sq
 /// at a time capped the whole pipeline at one report per few milliseconds.
 const SIM_REPORTS_IN_FLIGHT: usize = 32;
 
-/// Feeds the simulator's reports through [`apply`], as Twilio's webhook would, and counts
-/// each one off `outstanding` once applied. A report's own events stay in order.
+/// Feeds the simulator's reports through [`apply_in_order`], as Twilio's webhook would, and
+/// counts each one off `outstanding` once applied. A report's own events stay in order.
 pub async fn pump_sim_reports(
     engine: std::sync::Arc<Engine>,
     reports: UnboundedReceiver<SimReport>,
@@ -184,24 +199,11 @@ pub async fn pump_sim_reports(
         .for_each_concurrent(SIM_REPORTS_IN_FLIGHT, |report| {
             let (engine, outstanding) = (&engine, &outstanding);
             async move {
-                if let Err(e) = apply_report(engine, &report).await {
+                if let Err(e) = apply_in_order(engine, report.attempt_id, &report.events).await {
                     tracing::warn!(attempt_id = %report.attempt_id, error = %e, "simulated statuses not applied");
                 }
                 outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         })
         .await;
-}
-
-/// A simulated call's statuses, in order, in one transaction: they arrive together, so one
-/// commit serves them all.
-async fn apply_report(engine: &Engine, report: &SimReport) -> Result<(), OutcomeError> {
-    let mut tx = engine.pool.begin().await?;
-    let pending = Pending::default();
-    for event in &report.events {
-        apply_on(&mut tx, engine, report.attempt_id, event, &pending).await?;
-    }
-    tx.commit().await?;
-    pending.committed();
-    Ok(())
 }
