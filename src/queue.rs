@@ -130,6 +130,19 @@ pub async fn announce(conn: &mut PgConnection, step: Step, id: &str) -> Result<(
     Ok(())
 }
 
+/// Ends job `id` unrun when what it waited for was done elsewhere (in the same transaction);
+/// a worker that has already claimed it finds its step settled and does nothing.
+pub async fn retire(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', done_at = now() \
+         WHERE id = $1 AND status IN ('Pending', 'Failed')",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Wakes an idle worker when a job is inserted (LISTEN/NOTIFY, milliseconds) and on a timer
 /// (for delayed jobs, which the insert trigger does not announce). If the listener's
 /// connection ends (a database restart), it is re-opened on a later timer tick; the timer

@@ -28,3 +28,30 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// Several events of one lead in one statement, in the order given.
+pub async fn record_all(
+    conn: &mut PgConnection,
+    lead_id: Uuid,
+    run_id: Option<Uuid>,
+    actor: &str,
+    events: Vec<(String, Value)>,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (names, details): (Vec<String>, Vec<Value>) = events.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
+         SELECT $1, $2, e.event, $3, e.detail \
+         FROM UNNEST($4::text[], $5::jsonb[]) WITH ORDINALITY AS e(event, detail, i) ORDER BY e.i",
+    )
+    .bind(lead_id)
+    .bind(run_id)
+    .bind(actor)
+    .bind(names)
+    .bind(details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -26,6 +26,7 @@ pub struct RunContext {
 struct Row {
     step_status: String,
     job_id: Option<String>,
+    run_id: Uuid,
     status: String,
     workflow: String,
     team: Option<String>,
@@ -49,21 +50,57 @@ impl RunContext {
         step: &str,
         n: i32,
     ) -> Result<Option<(String, Option<String>, RunContext)>, StepError> {
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT s.status AS step_status, s.job_id, r.status, r.workflow, r.team, \
-                    l.id AS lead_id, l.submission, l.phone_e164, l.phone_region, l.email, \
-                    l.received_at, l.auto_callback \
-             FROM steps s JOIN runs r ON r.id = s.run_id JOIN leads l ON l.id = r.lead_id \
-             WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s, r",
-        )
+        let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM steps s {JOINS} \
+             WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s, r"
+        )))
         .bind(run_id)
         .bind(step)
         .bind(n)
         .fetch_optional(conn)
         .await?;
-        let Some(row) = row else {
+        row.map(Row::into_context).transpose()
+    }
+
+    /// [`RunContext::lock_step`] for the callback step execution that owns call attempt
+    /// `attempt_id`, with that execution's number. A status callback takes these locks before
+    /// the attempt's, in the order the step itself takes them.
+    pub async fn lock_attempt_step(
+        conn: &mut PgConnection,
+        attempt_id: Uuid,
+    ) -> Result<Option<(i32, String, Option<String>, RunContext)>, StepError> {
+        let row: Option<OwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT a.step_n, {COLUMNS} FROM callback_attempts a \
+             JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
+             {JOINS} WHERE a.id = $1 FOR UPDATE OF s, r"
+        )))
+        .bind(attempt_id)
+        .fetch_optional(conn)
+        .await?;
+        let Some(OwnerRow { step_n, row }) = row else {
             return Ok(None);
         };
+        let (status, job_id, ctx) = row.into_context()?;
+        Ok(Some((step_n, status, job_id, ctx)))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OwnerRow {
+    step_n: i32,
+    #[sqlx(flatten)]
+    row: Row,
+}
+
+const COLUMNS: &str = "s.status AS step_status, s.job_id, s.run_id, r.status, r.workflow, \
+     r.team, l.id AS lead_id, l.submission, l.phone_e164, l.phone_region, l.email, \
+     l.received_at, l.auto_callback";
+const JOINS: &str = "JOIN runs r ON r.id = s.run_id JOIN leads l ON l.id = r.lead_id";
+
+impl Row {
+    fn into_context(self) -> Result<(String, Option<String>, RunContext), StepError> {
+        let row = self;
+        let run_id = row.run_id;
         let lead_id = row.lead_id;
         let submission: Submission = serde_json::from_value(row.submission)
             .map_err(|source| StepError::Submission { lead_id, source })?;
@@ -82,6 +119,6 @@ impl RunContext {
             received_at: row.received_at.0,
             auto_callback: row.auto_callback,
         };
-        Ok(Some((row.step_status, row.job_id, ctx)))
+        Ok((row.step_status, row.job_id, ctx))
     }
 }

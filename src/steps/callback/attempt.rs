@@ -7,6 +7,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::outcome::Progress;
 use super::plan::Plan;
 use super::policy::Outcome;
 use super::{Exec, speed, webhook};
@@ -163,6 +164,33 @@ pub(super) async fn settle(
     Ok(row.into())
 }
 
+/// Writes where the call stands after status callbacks (see `outcome::advance`).
+pub(super) async fn record_progress(
+    tx: &mut PgConnection,
+    id: Uuid,
+    p: &Progress,
+    now: Timestamp,
+) -> Result<AttemptRow, sqlx::Error> {
+    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE callback_attempts SET call_status = $2, status_rank = $3, \
+                provider_call_id = COALESCE(provider_call_id, $4), answered_by = $5, \
+                placed_at = COALESCE(placed_at, $6), updated_at = $6, state = $7, \
+                outcome = COALESCE($8, outcome) \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(p.call_status.map(|s| s.as_str()))
+    .bind(p.status_rank)
+    .bind(p.provider_call_id.as_deref())
+    .bind(p.answered_by.as_deref())
+    .bind(At(now))
+    .bind(&p.state)
+    .bind(p.outcome.map(Outcome::as_str))
+    .fetch_one(tx)
+    .await?;
+    Ok(row.into())
+}
+
 /// The lead's calls placed in the 24 hours before `now`, across all its runs (the daily cap).
 pub(super) async fn recent_calls(
     tx: &mut PgConnection,
@@ -239,6 +267,15 @@ impl Exec<'_> {
 
         let mut tx = engine.pool.begin().await?;
         let now = engine.clock.now();
+        // The step's and the run's locks before the attempt's, as everywhere (a status
+        // callback racing this answer takes them in the same order).
+        RunContext::lock_step(
+            &mut tx,
+            self.job.run_id,
+            Step::Callback.as_str(),
+            self.job.n,
+        )
+        .await?;
         // A status callback may have settled the attempt while the request was out.
         let Some(current) = current(&mut tx, self.job).await? else {
             return Ok(());

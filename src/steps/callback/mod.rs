@@ -1,10 +1,11 @@
 //! The callback step: call the lead, at once or at the next moment the team's hours and the
 //! lead's calling window allow, and act on the outcome.
 //!
-//! One execution of the step owns one attempt. Its job runs several times: to place the
-//! call, then — woken by the call's final status, or by a timeout — to decide what comes next.
-//! Between those runs the step *waits*: it hands itself a follow-up job due at a given time
-//! (`run:{run}:callback:{n}:wait:{k}`), so waiting costs no worker and survives restarts.
+//! One execution of the step owns one attempt. Its job places the call, then the step
+//! *waits*: it hands itself a follow-up job due at a given time
+//! (`run:{run}:callback:{n}:wait:{k}`), so waiting costs no worker and survives restarts. The
+//! call's final status settles the step in the status's own transaction (the follow-up job is
+//! retired unrun); the follow-up runs only when no status came in time, to ask the provider.
 //!
 //! Exactly one call per attempt: the attempt row is committed before the provider is called;
 //! an execution that finds its attempt `placing` or `unknown` (a crash mid-call, a timeout
@@ -43,7 +44,34 @@ struct Exec<'a> {
     team_id: String,
     team: &'a Team,
     /// What the current transaction observed, counted once it commits.
-    pending: Pending,
+    pending: &'a Pending,
+}
+
+impl<'a> Exec<'a> {
+    fn new(
+        engine: &'a Engine,
+        ctx: RunContext,
+        job: StepJob,
+        attempt: u32,
+        pending: &'a Pending,
+    ) -> Result<Self, StepError> {
+        let workflow = engine.workflow(&ctx.workflow)?;
+        let team_id = ctx
+            .team
+            .clone()
+            .unwrap_or_else(|| workflow.default_team.clone());
+        let team = engine.team(&ctx.workflow, &team_id)?;
+        Ok(Exec {
+            engine,
+            ctx,
+            job,
+            attempt,
+            workflow,
+            team_id,
+            team,
+            pending,
+        })
+    }
 }
 
 pub(super) async fn execute(
@@ -58,22 +86,8 @@ pub(super) async fn execute(
         return Ok(());
     };
     engine.faults.check(Step::Callback).await?;
-    let workflow = engine.workflow(&ctx.workflow)?;
-    let team_id = ctx
-        .team
-        .clone()
-        .unwrap_or_else(|| workflow.default_team.clone());
-    let team = engine.team(&ctx.workflow, &team_id)?;
-    let exec = Exec {
-        engine,
-        ctx,
-        job,
-        attempt,
-        workflow,
-        team_id,
-        team,
-        pending: Pending::default(),
-    };
+    let pending = Pending::default();
+    let exec = Exec::new(engine, ctx, job, attempt, &pending)?;
     let now = engine.clock.now();
     let current = attempt::current(&mut tx, job).await?;
     let to_place = match current {
@@ -255,11 +269,13 @@ impl Exec<'_> {
         if let Some(sid) = a.provider_call_id.as_deref() {
             match self.engine.provider.status(sid).await {
                 Ok(Some(event)) if event.call_status.is_terminal() => {
-                    outcome::apply_on(tx, self.engine, a.id, &event, &self.pending)
+                    let events = std::slice::from_ref(&event);
+                    outcome::apply_on(tx, self.engine, a.id, events, self.pending)
                         .await
                         .map_err(|e| match e {
                             outcome::OutcomeError::Db(db) => StepError::Db(db),
                             outcome::OutcomeError::NoAttempt(id) => StepError::RunMissing(id),
+                            outcome::OutcomeError::Step(e) => e,
                         })?;
                     let detail = json!({ "attempt": a.n, "status": event.call_status.as_str(), "source": "provider" });
                     timeline::record(
@@ -411,6 +427,21 @@ impl Exec<'_> {
         timeline::record(tx, lead, run, "callback.finished", timeline::SYSTEM, detail).await?;
         Ok(())
     }
+}
+
+/// A final status settled attempt `a`, whose step execution `job` waits for it: decide what
+/// comes next now, inside the status's transaction, which holds the step's and the run's locks.
+async fn settle_waiting(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    ctx: RunContext,
+    job: StepJob,
+    a: &AttemptRow,
+    pending: &Pending,
+) -> Result<(), StepError> {
+    // The job's delivery count is not known here; `set_step` keeps the larger one recorded.
+    let exec = Exec::new(engine, ctx, job, 0, pending)?;
+    exec.decide(tx, a, engine.clock.now()).await
 }
 
 /// The run waits for its next call: `scheduled`, with the time and what set it, in the run

@@ -1,22 +1,24 @@
 //! Applying a call's status to its attempt: from Twilio's status webhook or from the
 //! simulator's reports, through this one path. Statuses only move forward: a duplicated or
-//! out-of-order callback changes nothing. A final status wakes the waiting callback job.
+//! out-of-order callback changes nothing. A final status settles the waiting callback step
+//! in the same transaction (or wakes its job, when the step is not waiting yet).
 
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
+use super::attempt::{self, AttemptRow, State};
 use super::policy::Outcome;
 use super::speed;
 use crate::db::At;
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
-use crate::queue;
-use crate::steps::Engine;
-use crate::telephony::StatusEvent;
+use crate::queue::{self, StepJob};
+use crate::steps::{Engine, RunContext, StepError};
 use crate::telephony::sim::SimReport;
+use crate::telephony::{CallStatus, StatusEvent};
 use crate::timeline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub enum OutcomeError {
     NoAttempt(Uuid),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("settling the callback step: {0}")]
+    Step(#[from] StepError),
 }
 
 #[derive(sqlx::FromRow)]
@@ -40,12 +44,59 @@ struct Target {
     run_id: Uuid,
     lead_id: Uuid,
     n: i32,
-    step_n: i32,
     state: String,
     status_rank: i16,
     provider_call_id: Option<String>,
+    answered_by: Option<String>,
     team: String,
     placed_at: Option<At>,
+}
+
+/// Where an attempt's call stands, as its row says; statuses advance it in memory and the
+/// row is written once.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Progress {
+    pub state: String,
+    pub status_rank: i16,
+    pub call_status: Option<CallStatus>,
+    pub provider_call_id: Option<String>,
+    pub answered_by: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+/// Moves `p` by `event` when the event is news: the same call, further along than recorded,
+/// and the attempt not settled yet. Returns the event's timeline entry when it moved.
+fn advance(p: &mut Progress, attempt_n: i32, event: &StatusEvent) -> Option<(String, Value)> {
+    if p.provider_call_id
+        .as_deref()
+        .is_some_and(|sid| sid != event.call_sid)
+    {
+        tracing::warn!("status callback for a call that is not this attempt's; ignored");
+        return None;
+    }
+    let rank = i16::from(event.call_status.rank());
+    if p.state == "done" || rank <= p.status_rank {
+        return None;
+    }
+    let outcome = Outcome::of_status(event);
+    p.status_rank = rank;
+    p.call_status = Some(event.call_status);
+    p.provider_call_id = Some(event.call_sid.clone());
+    p.answered_by = event.answered_by.clone().or(p.answered_by.take());
+    if outcome.is_some() {
+        p.state = "done".to_owned();
+        p.outcome = outcome;
+    } else if matches!(p.state.as_str(), "placing" | "unknown") {
+        p.state = "placed".to_owned();
+    }
+    let detail = json!({
+        "attempt": attempt_n,
+        "status": event.call_status.as_str(),
+        "answered_by": event.answered_by,
+        "duration_s": event.call_duration,
+        "outcome": outcome.map(Outcome::as_str),
+    });
+    Some((format!("call.{}", event.call_status.as_str()), detail))
 }
 
 pub async fn apply(
@@ -58,121 +109,118 @@ pub async fn apply(
 
 /// Statuses of one call, in order, in one transaction (the simulator reports a call's
 /// statuses together, so one commit serves them all). `Moved` if any of them moved it.
+///
+/// A final status for an attempt whose step is waiting for it settles the step here, in the
+/// same commit, rather than waking the step's job for another trip through the queue.
 async fn apply_in_order(
     engine: &Engine,
     attempt_id: Uuid,
     events: &[StatusEvent],
 ) -> Result<Applied, OutcomeError> {
     let mut tx = engine.pool.begin().await?;
+    // The step's and the run's locks before the attempt's: the order the callback step takes
+    // them in, so that the two never wait on each other.
+    let owner = RunContext::lock_attempt_step(&mut tx, attempt_id).await?;
+    let (step_n, step_status, job_id, ctx) = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
     let pending = Pending::default();
-    let mut applied = Applied::Ignored;
-    for event in events {
-        if apply_on(&mut tx, engine, attempt_id, event, &pending).await? == Applied::Moved {
-            applied = Applied::Moved;
+    let Some(moved) = apply_on(&mut tx, engine, attempt_id, events, &pending).await? else {
+        tx.commit().await?;
+        return Ok(Applied::Ignored);
+    };
+    let job = StepJob {
+        run_id: ctx.run_id,
+        n: step_n,
+    };
+    let settled = moved.attempt.state == State::Done;
+    if settled && step_status == "waiting" && !ctx.status.is_terminal() {
+        super::settle_waiting(&mut tx, engine, ctx, job, &moved.attempt, &pending).await?;
+        if let Some(id) = job_id.as_deref() {
+            queue::retire(&mut tx, id).await?;
         }
+    } else if let Some(id) = job_id.as_deref()
+        && (settled || moved.was_uncertain)
+    {
+        wake(&mut tx, id).await?;
     }
     tx.commit().await?;
     pending.committed();
-    Ok(applied)
+    Ok(Applied::Moved)
 }
 
-/// [`apply`] inside the caller's transaction: the callback step uses it when it asked the
-/// provider itself about a call whose status never arrived. Metrics go to `pending`, to be
-/// recorded once the caller commits.
+/// What [`apply_on`] changed.
+pub(super) struct Moved {
+    /// The attempt as now recorded.
+    pub attempt: AttemptRow,
+    /// The attempt was `placing` or `unknown`: whether the call went out was not known.
+    pub was_uncertain: bool,
+}
+
+/// Applies `events` to the attempt inside the caller's transaction (the callback step uses it
+/// when it asked the provider itself about a call whose status never arrived). `None` when
+/// none of them moved it. Metrics go to `pending`, to be recorded once the caller commits.
 pub(super) async fn apply_on(
     tx: &mut PgConnection,
     engine: &Engine,
     attempt_id: Uuid,
-    event: &StatusEvent,
+    events: &[StatusEvent],
     pending: &Pending,
-) -> Result<Applied, OutcomeError> {
+) -> Result<Option<Moved>, OutcomeError> {
     let target: Option<Target> = sqlx::query_as(
-        "SELECT run_id, lead_id, n, step_n, state, status_rank, provider_call_id, team, placed_at \
+        "SELECT run_id, lead_id, n, state, status_rank, provider_call_id, answered_by, team, \
+                placed_at \
          FROM callback_attempts WHERE id = $1 FOR UPDATE",
     )
     .bind(attempt_id)
     .fetch_optional(&mut *tx)
     .await?;
     let t = target.ok_or(OutcomeError::NoAttempt(attempt_id))?;
-    if t.provider_call_id
-        .as_deref()
-        .is_some_and(|sid| sid != event.call_sid)
-    {
-        tracing::warn!(%attempt_id, "status callback for a call that is not this attempt's; ignored");
-        return Ok(Applied::Ignored);
+    let mut progress = Progress {
+        state: t.state.clone(),
+        status_rank: t.status_rank,
+        call_status: None,
+        provider_call_id: t.provider_call_id.clone(),
+        answered_by: t.answered_by.clone(),
+        outcome: None,
+    };
+    let entries: Vec<(String, Value)> = {
+        let _span = tracing::info_span!("status", %attempt_id).entered();
+        events
+            .iter()
+            .filter_map(|event| advance(&mut progress, t.n, event))
+            .collect()
+    };
+    if entries.is_empty() {
+        return Ok(None);
     }
-    let rank = i16::from(event.call_status.rank());
-    if t.state == "done" || rank <= t.status_rank {
-        return Ok(Applied::Ignored);
-    }
-    let outcome = Outcome::of_status(event);
     let now = engine.clock.now();
-    sqlx::query(
-        "UPDATE callback_attempts SET call_status = $2, status_rank = $3, \
-                provider_call_id = COALESCE(provider_call_id, $4), \
-                answered_by = COALESCE($5, answered_by), \
-                placed_at = COALESCE(placed_at, $6), updated_at = $6, \
-                state = CASE WHEN $7::text IS NOT NULL THEN 'done' \
-                             WHEN state IN ('placing', 'unknown') THEN 'placed' ELSE state END, \
-                outcome = COALESCE($7, outcome) \
-         WHERE id = $1",
-    )
-    .bind(attempt_id)
-    .bind(event.call_status.as_str())
-    .bind(rank)
-    .bind(&event.call_sid)
-    .bind(event.answered_by.as_deref())
-    .bind(At(now))
-    .bind(outcome.map(Outcome::as_str))
-    .execute(&mut *tx)
-    .await?;
-    let detail = json!({
-        "attempt": t.n,
-        "status": event.call_status.as_str(),
-        "answered_by": event.answered_by,
-        "duration_s": event.call_duration,
-        "outcome": outcome.map(Outcome::as_str),
-    });
-    let name = format!("call.{}", event.call_status.as_str());
-    timeline::record(
-        tx,
-        t.lead_id,
-        Some(t.run_id),
-        &name,
-        timeline::SYSTEM,
-        detail,
-    )
-    .await?;
-    let was_uncertain = matches!(t.state.as_str(), "placing" | "unknown");
-    if outcome.is_some() || was_uncertain {
-        wake(tx, t.run_id, t.step_n).await?;
-    }
-    if let Some(outcome) = outcome {
+    let attempt = attempt::record_progress(tx, attempt_id, &progress, now).await?;
+    timeline::record_all(tx, t.lead_id, Some(t.run_id), timeline::SYSTEM, entries).await?;
+    if let Some(outcome) = progress.outcome {
         let team = t.team.clone();
         let outcome = outcome.as_str();
         pending.push(Observation::CallbackAttempt { team, outcome });
     }
-    // This status overtook the provider's answer to `place`: it is what placed the call.
+    // A status overtook the provider's answer to `place`: it is what placed the call.
     if t.placed_at.is_none() && t.n == 1 {
         let placed_at = engine.clock.to_real(now);
         if let Some(observed) = speed::first_call(tx, t.run_id, &t.team, placed_at).await? {
             pending.push(observed);
         }
     }
-    Ok(Applied::Moved)
+    Ok(Some(Moved {
+        attempt,
+        was_uncertain: matches!(t.state.as_str(), "placing" | "unknown"),
+    }))
 }
 
 /// Brings the step's waiting job forward to now and announces it, so a worker acts on the
 /// news within milliseconds instead of at the wait's end.
-async fn wake(tx: &mut PgConnection, run_id: Uuid, step_n: i32) -> Result<(), sqlx::Error> {
+async fn wake(tx: &mut PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
     let woken: Option<(String,)> = sqlx::query_as(
-        "UPDATE apalis.jobs j SET run_at = now() FROM steps s \
-         WHERE s.run_id = $1 AND s.name = 'callback' AND s.n = $2 AND j.id = s.job_id \
-           AND j.status IN ('Pending', 'Failed') \
-         RETURNING j.id",
+        "UPDATE apalis.jobs SET run_at = now() WHERE id = $1 AND status IN ('Pending', 'Failed') \
+         RETURNING id",
     )
-    .bind(run_id)
-    .bind(step_n)
+    .bind(job_id)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((id,)) = woken {
@@ -206,4 +254,91 @@ pub async fn pump_sim_reports(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telephony::sim::events_for;
+
+    fn placed(sid: Option<&str>) -> Progress {
+        Progress {
+            state: "placed".to_owned(),
+            status_rank: -1,
+            call_status: None,
+            provider_call_id: sid.map(str::to_owned),
+            answered_by: None,
+            outcome: None,
+        }
+    }
+
+    fn names(entries: &[(String, Value)]) -> Vec<&str> {
+        entries.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn a_calls_statuses_in_order_end_in_its_outcome() {
+        let mut p = placed(Some("CA1"));
+        let events = events_for("CA1", CallStatus::Completed);
+        let entries: Vec<_> = events
+            .iter()
+            .filter_map(|e| advance(&mut p, 1, e))
+            .collect();
+        assert_eq!(
+            names(&entries),
+            [
+                "call.initiated",
+                "call.ringing",
+                "call.in-progress",
+                "call.completed"
+            ]
+        );
+        assert_eq!(p.state, "done");
+        assert_eq!(p.outcome, Some(Outcome::Called));
+        assert_eq!(p.call_status, Some(CallStatus::Completed));
+        assert_eq!(p.status_rank, 4);
+        assert_eq!(p.answered_by.as_deref(), Some("human"));
+        assert_eq!(entries[3].1["outcome"], "called");
+        assert_eq!(entries[0].1["outcome"], Value::Null);
+    }
+
+    #[test]
+    fn duplicates_late_statuses_and_news_after_the_end_change_nothing() {
+        let mut p = placed(Some("CA1"));
+        let busy = events_for("CA1", CallStatus::Busy);
+        let mut shuffled = vec![busy[1].clone(), busy[0].clone(), busy[1].clone()];
+        shuffled.extend(events_for("CA1", CallStatus::Completed));
+        let entries: Vec<_> = shuffled
+            .iter()
+            .filter_map(|e| advance(&mut p, 2, e))
+            .collect();
+        assert_eq!(names(&entries), ["call.busy"]);
+        assert_eq!(p.outcome, Some(Outcome::Busy));
+        assert_eq!(entries[0].1["attempt"], 2);
+    }
+
+    #[test]
+    fn another_calls_status_is_ignored() {
+        let mut p = placed(Some("CA1"));
+        let before = p.clone();
+        for e in events_for("CA2", CallStatus::Completed) {
+            assert!(advance(&mut p, 1, &e).is_none());
+        }
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn a_status_that_overtakes_the_providers_answer_places_the_call() {
+        let mut p = Progress {
+            state: "placing".to_owned(),
+            ..placed(None)
+        };
+        let events = events_for("CA9", CallStatus::Completed);
+        assert!(advance(&mut p, 1, &events[0]).is_some());
+        assert_eq!(p.state, "placed");
+        assert_eq!(p.provider_call_id.as_deref(), Some("CA9"));
+        // Once the call id is known, another call's statuses do not count.
+        assert!(advance(&mut p, 1, &events_for("CA8", CallStatus::Busy)[1]).is_none());
+        assert_eq!(p.outcome, None);
+    }
 }

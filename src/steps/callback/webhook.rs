@@ -110,6 +110,15 @@ async fn status_inner(req: &Request, body: Body, engine: &Engine) -> Result<(), 
             Err(ApiError::not_found(format!("No call attempt {id}")))
         }
         Err(OutcomeError::Db(e)) => Err(ApiError::from_db(&e)),
+        Err(OutcomeError::Step(e)) => match e.db_error() {
+            Some(db) => Err(ApiError::from_db(db)),
+            None => {
+                tracing::error!(%attempt_id, error = %e, "status not applied");
+                Err(ApiError::internal(
+                    "The status could not be applied; send it again",
+                ))
+            }
+        },
     }
 }
 
