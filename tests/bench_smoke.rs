@@ -63,4 +63,18 @@ async fn the_bench_runs_every_phase_and_prints_its_result_lines() {
     assert!(value(&rss, "peak") > 1.0, "{stdout}");
     // Every pre-loaded lead ended called: the pipeline phase measured the whole graph.
     assert!(stdout.contains("(40 runs, 0 not called)"), "{stdout}");
+    // Each phase's cost line carries the CPU it took per lead, the machine's and leadflow's.
+    let cpu: Vec<(f64, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(", CPU ")?.1;
+            let (all, rest) = rest.split_once(" ms/lead (leadflow ")?;
+            let own = rest.split_once(')')?.0;
+            Some((all.parse().ok()?, own.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(cpu.len(), 3, "{stdout}");
+    for (all, own) in cpu {
+        assert!(all > 0.0 && own > 0.0, "{stdout}");
+    }
 }

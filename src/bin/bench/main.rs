@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use report::{Cost, Report};
+use report::{Cost, Mark, Report};
 use target::{Bench, Role};
 
 #[derive(Debug, Parser)]
@@ -125,7 +125,7 @@ async fn run(args: Args) -> Result<()> {
     );
     let intake = bench.start(Role::IntakeOnly).await?;
     let hook = bench.create_hook().await?;
-    let xacts = bench.xacts().await?;
+    let mark = Mark::now(&bench).await?;
     let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_seconds));
     let run = load::run(
         &intake.base_url(),
@@ -135,7 +135,7 @@ async fn run(args: Args) -> Result<()> {
         &mut phones,
     )
     .await?;
-    let cost = Cost::after(&bench, intake, xacts, run.accepted).await?;
+    let cost = Cost::after(&bench, intake, mark, run.accepted).await?;
     report.intake(&run, cost);
     if !args.no_pgbench {
         eprintln!(
@@ -164,12 +164,12 @@ async fn run(args: Args) -> Result<()> {
     intake.stop().await;
     preload.require_all_accepted()?;
     eprintln!("      running the workers");
-    let xacts = bench.xacts().await?;
+    let mark = Mark::now(&bench).await?;
     let workers = bench.start(Role::WorkersOnly).await?;
     let done = bench
         .wait_for_runs(preload.accepted, Duration::from_secs(900))
         .await?;
-    let cost = Cost::after(&bench, workers, xacts, preload.accepted).await?;
+    let cost = Cost::after(&bench, workers, mark, preload.accepted).await?;
     report.pipeline(&done, cost);
 
     // 3. Speed-to-lead: everything in one process, a steady offered load.
@@ -179,7 +179,7 @@ async fn run(args: Args) -> Result<()> {
     );
     bench.reset_leads().await?;
     let service = bench.start(Role::Serve).await?;
-    let xacts = bench.xacts().await?;
+    let mark = Mark::now(&bench).await?;
     let plan = load::Plan::Rate {
         per_second: args.rate,
         for_: Duration::from_secs(args.rate_seconds),
@@ -195,7 +195,7 @@ async fn run(args: Args) -> Result<()> {
     bench
         .wait_for_runs(offered.accepted, Duration::from_secs(120))
         .await?;
-    let cost = Cost::after(&bench, service, xacts, offered.accepted).await?;
+    let cost = Cost::after(&bench, service, mark, offered.accepted).await?;
     let latencies = bench.speed_to_lead().await?;
     report.speed_to_lead(&offered, &latencies, cost);
 

@@ -10,25 +10,49 @@ use anyhow::{Context, Result, bail};
 use crate::Args;
 use crate::baseline::Graphile;
 use crate::load::{Outcome, percentile};
-use crate::target::{Bench, Finished, Proc};
+use crate::target::{self, Bench, Finished, Proc};
 
 /// What a phase cost: the process's peak RSS and database transactions per lead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
     pub rss_mb: f64,
     pub xacts_per_lead: f64,
+    /// Busy CPU of the whole machine over the phase, per lead, in ms. Steadier than a rate on
+    /// a noisy machine: it is what a change of statements shows in first.
+    pub cpu_ms_per_lead: f64,
+    /// The part of it the leadflow process used.
+    pub leadflow_cpu_ms_per_lead: f64,
+}
+
+/// Where a phase's cost is counted from.
+pub struct Mark {
+    xacts: i64,
+    cpu_s: f64,
+}
+
+impl Mark {
+    pub async fn now(bench: &Bench) -> Result<Mark> {
+        Ok(Mark {
+            xacts: bench.xacts().await?,
+            cpu_s: target::machine_cpu_seconds().unwrap_or(f64::NAN),
+        })
+    }
 }
 
 impl Cost {
     /// Stops `proc` (its backends report their transaction counts as they exit), then reads
-    /// the cost of the phase that began at `xacts_before`.
-    pub async fn after(bench: &Bench, proc: Proc, xacts_before: i64, leads: usize) -> Result<Cost> {
-        let rss_mb = proc.stop().await;
+    /// the cost of the phase that began at `from`.
+    pub async fn after(bench: &Bench, proc: Proc, from: Mark, leads: usize) -> Result<Cost> {
+        let cpu_s = target::machine_cpu_seconds().unwrap_or(f64::NAN) - from.cpu_s;
+        let stopped = proc.stop().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let xacts = bench.xacts().await? - xacts_before;
+        let xacts = bench.xacts().await? - from.xacts;
+        let leads = leads.max(1) as f64;
         Ok(Cost {
-            rss_mb,
-            xacts_per_lead: xacts as f64 / leads.max(1) as f64,
+            rss_mb: stopped.rss_mb,
+            xacts_per_lead: xacts as f64 / leads,
+            cpu_ms_per_lead: cpu_s * 1000.0 / leads,
+            leadflow_cpu_ms_per_lead: stopped.cpu_s * 1000.0 / leads,
         })
     }
 }
@@ -312,8 +336,8 @@ fn cost_row(label: &str, cost: Cost) -> [String; 4] {
     [
         label.to_owned(),
         format!(
-            "peak RSS {:.1} MB, {:.1} PostgreSQL xacts/lead",
-            cost.rss_mb, cost.xacts_per_lead
+            "peak RSS {:.1} MB, {:.1} PostgreSQL xacts/lead, CPU {:.1} ms/lead (leadflow {:.1})",
+            cost.rss_mb, cost.xacts_per_lead, cost.cpu_ms_per_lead, cost.leadflow_cpu_ms_per_lead
         ),
         String::new(),
         String::new(),

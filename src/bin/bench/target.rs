@@ -391,9 +391,13 @@ impl Proc {
         }
     }
 
-    /// Stops the process (SIGTERM, then SIGKILL after 30 s); returns its peak RSS in MB.
-    pub async fn stop(mut self) -> f64 {
-        let peak = self.peak_rss_mb();
+    /// Stops the process (SIGTERM, then SIGKILL after 30 s); returns its peak RSS in MB and
+    /// the CPU time it used.
+    pub async fn stop(mut self) -> Stopped {
+        let stopped = Stopped {
+            rss_mb: self.peak_rss_mb(),
+            cpu_s: process_cpu_seconds(self.pid).unwrap_or(f64::NAN),
+        };
         if let Ok(pid) = i32::try_from(self.pid) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -406,12 +410,59 @@ impl Proc {
         {
             let _ = self.child.kill().await;
         }
-        peak
+        stopped
     }
 
     pub fn peak_rss_mb(&self) -> f64 {
         self.peak_rss_kb.load(Ordering::Relaxed) as f64 / 1024.0
     }
+}
+
+/// What a measured process used, read as it was stopped.
+pub struct Stopped {
+    pub rss_mb: f64,
+    /// User and system CPU time over its life, in seconds.
+    pub cpu_s: f64,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100.0, |t| t as f64)
+}
+
+/// Busy CPU time of the whole machine since boot (every core, every process), in seconds:
+/// what a phase costs, whoever spent it (PostgreSQL, leadflow, the load generator).
+pub fn machine_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq: all but idle and iowait are busy. Steal (the
+    // eighth) is time the hypervisor gave to someone else, so it is left out.
+    let busy: u64 = ticks
+        .iter()
+        .take(7)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Some(busy as f64 / clock_ticks_per_second())
+}
+
+/// User and system CPU time of a live process, in seconds.
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are fixed: utime and stime are
+    // the 12th and 13th after the closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks_per_second())
 }
 
 /// VmRSS of a live process, in kB; `None` once it has exited.
