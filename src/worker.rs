@@ -193,8 +193,13 @@ async fn run_worker(
     let pool = engine.pool.clone();
     let queue = queue::queue_name(step);
     let (beat, missed) = liveness(settings.rescue_after());
+    // A fetched job is already ours: `get_jobs` claims it with SKIP LOCKED, marks it `Queued`
+    // and sets `lock_by`, which is what the rescue of a dead worker's jobs goes by. apalis's
+    // extra lock step would only rewrite every job row a third time (`Queued` → `Running`,
+    // into every index of apalis.jobs); operators see both states as `running` anyway.
     let config = Config::default()
         .queue(queue)
+        .lock_tasks(false)
         .batch_size(settings.batch_size.max(1))
         .heartbeat_interval(beat)
         .missed_heartbeats(missed);
