@@ -20,6 +20,8 @@ pub struct RunContext {
     pub email: Option<String>,
     pub received_at: jiff::Timestamp,
     pub auto_callback: bool,
+    /// What last held the first call back (`team_hours`, `stagger`, …), if anything did.
+    pub schedule_rule: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,6 +39,7 @@ struct Row {
     email: Option<String>,
     received_at: crate::db::At,
     auto_callback: bool,
+    schedule_rule: Option<String>,
 }
 
 impl RunContext {
@@ -93,7 +96,7 @@ struct OwnerRow {
 }
 
 const COLUMNS: &str = "s.status AS step_status, s.job_id, s.run_id, r.status, r.workflow, \
-     r.team, l.id AS lead_id, l.submission, l.phone_e164, l.phone_region, l.email, \
+     r.team, r.schedule_rule, l.id AS lead_id, l.submission, l.phone_e164, l.phone_region, l.email, \
      l.received_at, l.auto_callback";
 const JOINS: &str = "JOIN runs r ON r.id = s.run_id JOIN leads l ON l.id = r.lead_id";
 
@@ -118,6 +121,7 @@ impl Row {
             email: row.email,
             received_at: row.received_at.0,
             auto_callback: row.auto_callback,
+            schedule_rule: row.schedule_rule,
         };
         Ok((row.step_status, row.job_id, ctx))
     }

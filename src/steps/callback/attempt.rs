@@ -269,7 +269,7 @@ impl Exec<'_> {
         let now = engine.clock.now();
         // The step's and the run's locks before the attempt's, as everywhere (a status
         // callback racing this answer takes them in the same order).
-        RunContext::lock_step(
+        let locked = RunContext::lock_step(
             &mut tx,
             self.job.run_id,
             Step::Callback.as_str(),
@@ -311,11 +311,9 @@ impl Exec<'_> {
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
                     let placed_at = engine.clock.to_real(now);
-                    let speed =
-                        speed::first_call(&mut tx, self.ctx.run_id, &self.team_id, placed_at);
-                    if let Some(observed) = speed.await? {
-                        self.pending.push(observed);
-                    }
+                    let ctx = locked.as_ref().map_or(&self.ctx, |(_, _, ctx)| ctx);
+                    self.pending
+                        .push(speed::first_call(ctx, &self.team_id, placed_at));
                 }
                 let row = AttemptRow::from(row);
                 if row.state == State::Done {

@@ -270,7 +270,7 @@ impl Exec<'_> {
             match self.engine.provider.status(sid).await {
                 Ok(Some(event)) if event.call_status.is_terminal() => {
                     let events = std::slice::from_ref(&event);
-                    outcome::apply_on(tx, self.engine, a.id, events, self.pending)
+                    outcome::apply_on(tx, self.engine, &self.ctx, a.id, events, self.pending)
                         .await
                         .map_err(|e| match e {
                             outcome::OutcomeError::Db(db) => StepError::Db(db),

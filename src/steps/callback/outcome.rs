@@ -123,7 +123,7 @@ async fn apply_in_order(
     let owner = RunContext::lock_attempt_step(&mut tx, attempt_id).await?;
     let (step_n, step_status, job_id, ctx) = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
     let pending = Pending::default();
-    let Some(moved) = apply_on(&mut tx, engine, attempt_id, events, &pending).await? else {
+    let Some(moved) = apply_on(&mut tx, engine, &ctx, attempt_id, events, &pending).await? else {
         tx.commit().await?;
         return Ok(Applied::Ignored);
     };
@@ -161,6 +161,7 @@ pub(super) struct Moved {
 pub(super) async fn apply_on(
     tx: &mut PgConnection,
     engine: &Engine,
+    ctx: &RunContext,
     attempt_id: Uuid,
     events: &[StatusEvent],
     pending: &Pending,
@@ -203,9 +204,7 @@ pub(super) async fn apply_on(
     // A status overtook the provider's answer to `place`: it is what placed the call.
     if t.placed_at.is_none() && t.n == 1 {
         let placed_at = engine.clock.to_real(now);
-        if let Some(observed) = speed::first_call(tx, t.run_id, &t.team, placed_at).await? {
-            pending.push(observed);
-        }
+        pending.push(speed::first_call(ctx, &t.team, placed_at));
     }
     Ok(Some(Moved {
         attempt,
