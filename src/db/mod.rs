@@ -9,7 +9,7 @@ pub use at::At;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DbSettings;
 use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
@@ -78,10 +78,18 @@ impl Database {
 }
 
 pub async fn connect(url: &str, max: u32, acquire_timeout: Duration) -> Result<PgPool, DbError> {
+    let options = url
+        .parse::<PgConnectOptions>()
+        .map_err(DbError::Connect)?
+        // The planner's default assumes spinning disks. With it, apalis's acknowledgement
+        // (a join of a JSON array of ids with apalis.jobs) hash-joins a sequential scan of
+        // the whole jobs table on every batch while the table holds up to ~25k rows: 4 ms
+        // per acknowledgement at 20k rows instead of 0.5 ms by primary key.
+        .options([("random_page_cost", "1.1")]);
     PgPoolOptions::new()
         .max_connections(max.max(2))
         .acquire_timeout(acquire_timeout)
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(DbError::Connect)
 }
