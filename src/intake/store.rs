@@ -379,16 +379,9 @@ async fn record_validation(
         "content_type": input.meta.content_type,
         "bytes": input.body.len(),
     });
-    timeline::record(
-        conn,
-        lead_id,
-        Some(run_id),
-        "received",
-        timeline::SYSTEM,
-        received,
-    )
-    .await?;
-    record_validate_step(conn, lead_id, run_id, verdict).await
+    let verdict_event = insert_validate_step(conn, run_id, verdict).await?;
+    let events = vec![("received".to_owned(), received), verdict_event];
+    timeline::record_all(conn, lead_id, Some(run_id), timeline::SYSTEM, events).await
 }
 
 /// The validate step's row, written settled since it runs inline (at intake, or when an
@@ -399,6 +392,24 @@ pub(crate) async fn record_validate_step(
     run_id: Uuid,
     verdict: &Result<ValidLead, Rejection>,
 ) -> Result<(), sqlx::Error> {
+    let (event, detail) = insert_validate_step(conn, run_id, verdict).await?;
+    timeline::record(
+        conn,
+        lead_id,
+        Some(run_id),
+        &event,
+        timeline::SYSTEM,
+        detail,
+    )
+    .await
+}
+
+/// Inserts the validate step's row; returns its timeline event, for the caller to record.
+async fn insert_validate_step(
+    conn: &mut PgConnection,
+    run_id: Uuid,
+    verdict: &Result<ValidLead, Rejection>,
+) -> Result<(String, Value), sqlx::Error> {
     let (status, output, error, event) = match verdict {
         Ok(v) => (
             "ok",
@@ -430,15 +441,7 @@ pub(crate) async fn record_validate_step(
     .bind(error)
     .execute(&mut *conn)
     .await?;
-    timeline::record(
-        conn,
-        lead_id,
-        Some(run_id),
-        event.0,
-        timeline::SYSTEM,
-        event.1,
-    )
-    .await
+    Ok((event.0.to_owned(), event.1))
 }
 
 #[derive(Debug, thiserror::Error)]

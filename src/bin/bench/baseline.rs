@@ -76,17 +76,14 @@ impl IntakeShape {
                  'always-open', 'running', NULL);"
             ),
             format!(
-                "INSERT INTO timeline (lead_id, run_id, event, actor, detail) VALUES ({lead}, {run}, \
-                 'received', 'system', {received}::jsonb);"
-            ),
-            format!(
                 "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
                  finished_at, output, error) VALUES ({run}, 'validate', 1, 'ok', 1, 1, now(), now(), \
                  {validated}::jsonb, NULL);"
             ),
             format!(
                 "INSERT INTO timeline (lead_id, run_id, event, actor, detail) VALUES ({lead}, {run}, \
-                 'validated', 'system', {region}::jsonb);"
+                 'received', 'system', {received}::jsonb), ({lead}, {run}, 'validated', 'system', \
+                 {region}::jsonb);"
             ),
             format!(
                 "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \
