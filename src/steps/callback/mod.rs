@@ -431,6 +431,9 @@ impl Exec<'_> {
 
 /// A final status settled attempt `a`, whose step execution `job` waits for it: decide what
 /// comes next now, inside the status's transaction, which holds the step's and the run's locks.
+/// `false` when this process cannot decide for the run (its workflow or team is no longer
+/// loaded): the caller wakes the step's job instead, whose failure and retries operators see,
+/// and the status itself is still recorded.
 async fn settle_waiting(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -438,10 +441,17 @@ async fn settle_waiting(
     job: StepJob,
     a: &AttemptRow,
     pending: &Pending,
-) -> Result<(), StepError> {
+) -> Result<bool, StepError> {
     // The job's delivery count is not known here; `set_step` keeps the larger one recorded.
-    let exec = Exec::new(engine, ctx, job, 0, pending)?;
-    exec.decide(tx, a, engine.clock.now()).await
+    let exec = match Exec::new(engine, ctx, job, 0, pending) {
+        Ok(exec) => exec,
+        Err(e) => {
+            tracing::warn!(run_id = %job.run_id, error = %e, "final status not settled here");
+            return Ok(false);
+        }
+    };
+    exec.decide(tx, a, engine.clock.now()).await?;
+    Ok(true)
 }
 
 /// The run waits for its next call: `scheduled`, with the time and what set it, in the run

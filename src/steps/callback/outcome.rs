@@ -132,8 +132,11 @@ async fn apply_in_order(
         n: step_n,
     };
     let settled = moved.attempt.state == State::Done;
-    if settled && step_status == "waiting" && !ctx.status.is_terminal() {
-        super::settle_waiting(&mut tx, engine, ctx, job, &moved.attempt, &pending).await?;
+    let settled_here = settled
+        && step_status == "waiting"
+        && !ctx.status.is_terminal()
+        && super::settle_waiting(&mut tx, engine, ctx, job, &moved.attempt, &pending).await?;
+    if settled_here {
         if let Some(id) = job_id.as_deref() {
             queue::retire(&mut tx, id).await?;
         }
