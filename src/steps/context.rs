@@ -24,6 +24,14 @@ pub struct RunContext {
     pub schedule_rule: Option<String>,
 }
 
+/// A step row locked with its run: the step's status and current job, and the run's context.
+#[derive(Debug)]
+pub struct LockedStep {
+    pub status: String,
+    pub job_id: Option<String>,
+    pub ctx: RunContext,
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     step_status: String,
@@ -52,7 +60,7 @@ impl RunContext {
         run_id: Uuid,
         step: &str,
         n: i32,
-    ) -> Result<Option<(String, Option<String>, RunContext)>, StepError> {
+    ) -> Result<Option<LockedStep>, StepError> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM steps s {JOINS} \
              WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s, r"
@@ -62,7 +70,7 @@ impl RunContext {
         .bind(n)
         .fetch_optional(conn)
         .await?;
-        row.map(Row::into_context).transpose()
+        row.map(Row::into_locked).transpose()
     }
 
     /// [`RunContext::lock_step`] for the callback step execution that owns call attempt
@@ -71,7 +79,7 @@ impl RunContext {
     pub async fn lock_attempt_step(
         conn: &mut PgConnection,
         attempt_id: Uuid,
-    ) -> Result<Option<(i32, String, Option<String>, RunContext)>, StepError> {
+    ) -> Result<Option<(i32, LockedStep)>, StepError> {
         let row: Option<OwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT a.step_n, {COLUMNS} FROM callback_attempts a \
              JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
@@ -83,8 +91,7 @@ impl RunContext {
         let Some(OwnerRow { step_n, row }) = row else {
             return Ok(None);
         };
-        let (status, job_id, ctx) = row.into_context()?;
-        Ok(Some((step_n, status, job_id, ctx)))
+        Ok(Some((step_n, row.into_locked()?)))
     }
 }
 
@@ -101,28 +108,31 @@ const COLUMNS: &str = "s.status AS step_status, s.job_id, s.run_id, r.status, r.
 const JOINS: &str = "JOIN runs r ON r.id = s.run_id JOIN leads l ON l.id = r.lead_id";
 
 impl Row {
-    fn into_context(self) -> Result<(String, Option<String>, RunContext), StepError> {
-        let row = self;
-        let run_id = row.run_id;
-        let lead_id = row.lead_id;
-        let submission: Submission = serde_json::from_value(row.submission)
+    fn into_locked(self) -> Result<LockedStep, StepError> {
+        let run_id = self.run_id;
+        let lead_id = self.lead_id;
+        let submission: Submission = serde_json::from_value(self.submission)
             .map_err(|source| StepError::Submission { lead_id, source })?;
         let ctx = RunContext {
             run_id,
             lead_id,
-            workflow: row.workflow,
+            workflow: self.workflow,
             // An unknown status can only come from a newer version; treat the run as ended
             // rather than act on it.
-            status: row.status.parse().unwrap_or(RunStatus::Cancelled),
-            team: row.team,
+            status: self.status.parse().unwrap_or(RunStatus::Cancelled),
+            team: self.team,
             submission,
-            phone_e164: row.phone_e164,
-            phone_region: row.phone_region,
-            email: row.email,
-            received_at: row.received_at.0,
-            auto_callback: row.auto_callback,
-            schedule_rule: row.schedule_rule,
+            phone_e164: self.phone_e164,
+            phone_region: self.phone_region,
+            email: self.email,
+            received_at: self.received_at.0,
+            auto_callback: self.auto_callback,
+            schedule_rule: self.schedule_rule,
         };
-        Ok((row.step_status, row.job_id, ctx))
+        Ok(LockedStep {
+            status: self.step_status,
+            job_id: self.job_id,
+            ctx,
+        })
     }
 }

@@ -24,7 +24,7 @@ use crate::lead::{RunStatus, Step};
 use crate::metrics::{self, Observation, StepOutcome};
 use crate::queue::{self, QueueError, StepJob};
 use crate::timeline;
-pub use context::RunContext;
+pub use context::{LockedStep, RunContext};
 pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +135,12 @@ pub(crate) async fn claim(
     attempt: u32,
 ) -> Result<Option<RunContext>, StepError> {
     let row = RunContext::lock_step(tx, job.run_id, step.as_str(), job.n).await?;
-    let Some((status, current_job, ctx)) = row else {
+    let Some(context::LockedStep {
+        status,
+        job_id: current_job,
+        ctx,
+    }) = row
+    else {
         tracing::warn!("no step row for this job; nothing to do");
         return Ok(None);
     };

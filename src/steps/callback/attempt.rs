@@ -32,13 +32,23 @@ pub(super) enum State {
 }
 
 impl State {
-    fn parse(s: &str) -> State {
+    pub(super) fn parse(s: &str) -> State {
         match s {
             "placing" => State::Placing,
             "retry" => State::Retry,
             "placed" => State::Placed,
             "unknown" => State::Unknown,
             _ => State::Done,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            State::Placing => "placing",
+            State::Retry => "retry",
+            State::Placed => "placed",
+            State::Unknown => "unknown",
+            State::Done => "done",
         }
     }
 }
@@ -184,7 +194,7 @@ pub(super) async fn record_progress(
     .bind(p.provider_call_id.as_deref())
     .bind(p.answered_by.as_deref())
     .bind(At(now))
-    .bind(&p.state)
+    .bind(p.state.as_str())
     .bind(p.outcome.map(Outcome::as_str))
     .fetch_one(tx)
     .await?;
@@ -311,7 +321,7 @@ impl Exec<'_> {
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
                     let placed_at = engine.clock.to_real(now);
-                    let ctx = locked.as_ref().map_or(&self.ctx, |(_, _, ctx)| ctx);
+                    let ctx = locked.as_ref().map_or(&self.ctx, |l| &l.ctx);
                     self.pending
                         .push(speed::first_call(ctx, &self.team_id, placed_at));
                 }

@@ -16,7 +16,7 @@ use crate::db::At;
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
-use crate::steps::{Engine, RunContext, StepError};
+use crate::steps::{Engine, LockedStep, RunContext, StepError};
 use crate::telephony::sim::SimReport;
 use crate::telephony::{CallStatus, StatusEvent};
 use crate::timeline;
@@ -41,8 +41,6 @@ pub enum OutcomeError {
 
 #[derive(sqlx::FromRow)]
 struct Target {
-    run_id: Uuid,
-    lead_id: Uuid,
     n: i32,
     state: String,
     status_rank: i16,
@@ -56,7 +54,7 @@ struct Target {
 /// row is written once.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Progress {
-    pub state: String,
+    pub state: State,
     pub status_rank: i16,
     pub call_status: Option<CallStatus>,
     pub provider_call_id: Option<String>,
@@ -75,7 +73,7 @@ fn advance(p: &mut Progress, attempt_n: i32, event: &StatusEvent) -> Option<(Str
         return None;
     }
     let rank = i16::from(event.call_status.rank());
-    if p.state == "done" || rank <= p.status_rank {
+    if p.state == State::Done || rank <= p.status_rank {
         return None;
     }
     let outcome = Outcome::of_status(event);
@@ -84,10 +82,10 @@ fn advance(p: &mut Progress, attempt_n: i32, event: &StatusEvent) -> Option<(Str
     p.provider_call_id = Some(event.call_sid.clone());
     p.answered_by = event.answered_by.clone().or(p.answered_by.take());
     if outcome.is_some() {
-        p.state = "done".to_owned();
+        p.state = State::Done;
         p.outcome = outcome;
-    } else if matches!(p.state.as_str(), "placing" | "unknown") {
-        p.state = "placed".to_owned();
+    } else if matches!(p.state, State::Placing | State::Unknown) {
+        p.state = State::Placed;
     }
     let detail = json!({
         "attempt": attempt_n,
@@ -121,7 +119,12 @@ async fn apply_in_order(
     // The step's and the run's locks before the attempt's: the order the callback step takes
     // them in, so that the two never wait on each other.
     let owner = RunContext::lock_attempt_step(&mut tx, attempt_id).await?;
-    let (step_n, step_status, job_id, ctx) = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
+    let (step_n, locked) = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
+    let LockedStep {
+        status: step_status,
+        job_id,
+        ctx,
+    } = locked;
     let pending = Pending::default();
     let Some(moved) = apply_on(&mut tx, engine, &ctx, attempt_id, events, &pending).await? else {
         tx.commit().await?;
@@ -170,16 +173,16 @@ pub(super) async fn apply_on(
     pending: &Pending,
 ) -> Result<Option<Moved>, OutcomeError> {
     let target: Option<Target> = sqlx::query_as(
-        "SELECT run_id, lead_id, n, state, status_rank, provider_call_id, answered_by, team, \
-                placed_at \
+        "SELECT n, state, status_rank, provider_call_id, answered_by, team, placed_at \
          FROM callback_attempts WHERE id = $1 FOR UPDATE",
     )
     .bind(attempt_id)
     .fetch_optional(&mut *tx)
     .await?;
     let t = target.ok_or(OutcomeError::NoAttempt(attempt_id))?;
+    let was_uncertain = matches!(State::parse(&t.state), State::Placing | State::Unknown);
     let mut progress = Progress {
-        state: t.state.clone(),
+        state: State::parse(&t.state),
         status_rank: t.status_rank,
         call_status: None,
         provider_call_id: t.provider_call_id.clone(),
@@ -198,7 +201,7 @@ pub(super) async fn apply_on(
     }
     let now = engine.clock.now();
     let attempt = attempt::record_progress(tx, attempt_id, &progress, now).await?;
-    timeline::record_all(tx, t.lead_id, Some(t.run_id), timeline::SYSTEM, entries).await?;
+    timeline::record_all(tx, ctx.lead_id, Some(ctx.run_id), timeline::SYSTEM, entries).await?;
     if let Some(outcome) = progress.outcome {
         let team = t.team.clone();
         let outcome = outcome.as_str();
@@ -211,7 +214,7 @@ pub(super) async fn apply_on(
     }
     Ok(Some(Moved {
         attempt,
-        was_uncertain: matches!(t.state.as_str(), "placing" | "unknown"),
+        was_uncertain,
     }))
 }
 
@@ -265,7 +268,7 @@ mod tests {
 
     fn placed(sid: Option<&str>) -> Progress {
         Progress {
-            state: "placed".to_owned(),
+            state: State::Placed,
             status_rank: -1,
             call_status: None,
             provider_call_id: sid.map(str::to_owned),
@@ -295,7 +298,7 @@ mod tests {
                 "call.completed"
             ]
         );
-        assert_eq!(p.state, "done");
+        assert_eq!(p.state, State::Done);
         assert_eq!(p.outcome, Some(Outcome::Called));
         assert_eq!(p.call_status, Some(CallStatus::Completed));
         assert_eq!(p.status_rank, 4);
@@ -332,12 +335,12 @@ mod tests {
     #[test]
     fn a_status_that_overtakes_the_providers_answer_places_the_call() {
         let mut p = Progress {
-            state: "placing".to_owned(),
+            state: State::Placing,
             ..placed(None)
         };
         let events = events_for("CA9", CallStatus::Completed);
         assert!(advance(&mut p, 1, &events[0]).is_some());
-        assert_eq!(p.state, "placed");
+        assert_eq!(p.state, State::Placed);
         assert_eq!(p.provider_call_id.as_deref(), Some("CA9"));
         // Once the call id is known, another call's statuses do not count.
         assert!(advance(&mut p, 1, &events_for("CA8", CallStatus::Busy)[1]).is_none());
