@@ -90,6 +90,48 @@ pub async fn push_step_keyed(
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
 ) -> Result<String, QueueError> {
+    let (id, task) = task(step, job, key, run_at, max_attempts)?;
+    push(conn, step, job.run_id, vec![task]).await?;
+    Ok(id)
+}
+
+/// A job to push with [`push_steps`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewJob {
+    pub job: StepJob,
+    pub run_at: Option<jiff::Timestamp>,
+    pub max_attempts: u32,
+}
+
+/// Enqueues several jobs of `step`'s queue in one statement (apalis inserts with `UNNEST`).
+/// Returns their ids in the order given.
+pub async fn push_steps(
+    conn: &mut PgConnection,
+    step: Step,
+    jobs: &[NewJob],
+) -> Result<Vec<String>, QueueError> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut tasks = Vec::with_capacity(jobs.len());
+    for new in jobs {
+        let key = new.job.idempotency_key(step);
+        let (id, task) = task(step, new.job, &key, new.run_at, new.max_attempts)?;
+        ids.push(id);
+        tasks.push(task);
+    }
+    push(conn, step, first.job.run_id, tasks).await?;
+    Ok(ids)
+}
+
+fn task(
+    step: Step,
+    job: StepJob,
+    key: &str,
+    run_at: Option<jiff::Timestamp>,
+    max_attempts: u32,
+) -> Result<(String, PgTask), QueueError> {
     let args = serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
         step,
         run_id: job.run_id,
@@ -105,15 +147,23 @@ pub async fn push_step_keyed(
         let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
         builder = builder.run_at_timestamp(secs.max(0) as u64);
     }
-    let task: PgTask = builder.build();
-    apalis_postgres::queries::push_tasks(&mut *conn, queue_name(step), vec![task])
+    Ok((id.to_string(), builder.build()))
+}
+
+/// `run_id` names the (first) run in an error.
+async fn push(
+    conn: &mut PgConnection,
+    step: Step,
+    run_id: Uuid,
+    tasks: Vec<PgTask>,
+) -> Result<(), QueueError> {
+    apalis_postgres::queries::push_tasks(&mut *conn, queue_name(step), tasks)
         .await
         .map_err(|source| QueueError::Push {
             step,
-            run_id: job.run_id,
+            run_id,
             source,
-        })?;
-    Ok(id.to_string())
+        })
 }
 
 /// Tells idle workers of `step`'s queue that job `id` is due now, the way apalis's insert

@@ -37,18 +37,55 @@ pub async fn record_all(
     actor: &str,
     events: Vec<(String, Value)>,
 ) -> Result<(), sqlx::Error> {
-    if events.is_empty() {
+    let entries = events
+        .into_iter()
+        .map(|(event, detail)| Entry {
+            lead_id,
+            run_id,
+            event,
+            detail,
+        })
+        .collect();
+    record_many(conn, actor, entries).await
+}
+
+/// One event to record with [`record_many`].
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub lead_id: Uuid,
+    pub run_id: Option<Uuid>,
+    pub event: String,
+    pub detail: Value,
+}
+
+/// Events of any leads in one statement, in the order given.
+pub async fn record_many(
+    conn: &mut PgConnection,
+    actor: &str,
+    entries: Vec<Entry>,
+) -> Result<(), sqlx::Error> {
+    if entries.is_empty() {
         return Ok(());
     }
-    let (names, details): (Vec<String>, Vec<Value>) = events.into_iter().unzip();
+    let mut leads = Vec::with_capacity(entries.len());
+    let mut runs = Vec::with_capacity(entries.len());
+    let mut names = Vec::with_capacity(entries.len());
+    let mut details = Vec::with_capacity(entries.len());
+    for e in entries {
+        leads.push(e.lead_id);
+        runs.push(e.run_id);
+        names.push(e.event);
+        details.push(e.detail);
+    }
     sqlx::query(
         "INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
-         SELECT $1, $2, e.event, $3, e.detail \
-         FROM UNNEST($4::text[], $5::jsonb[]) WITH ORDINALITY AS e(event, detail, i) ORDER BY e.i",
+         SELECT e.lead_id, e.run_id, e.event, $1, e.detail \
+         FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY \
+              AS e(lead_id, run_id, event, detail, i) ORDER BY e.i",
     )
-    .bind(lead_id)
-    .bind(run_id)
     .bind(actor)
+    .bind(leads)
+    .bind(runs)
     .bind(names)
     .bind(details)
     .execute(conn)

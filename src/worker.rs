@@ -22,7 +22,7 @@ use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob, Wakeup};
 use crate::retention;
-use crate::steps::{self, Engine};
+use crate::steps::{self, Engine, Group};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
 pub struct Workers {
@@ -60,10 +60,15 @@ impl Workers {
                 .run(settings.poll_interval(), stop.subscribe()),
         );
         for step in queue::WORKER_STEPS {
+            // The callback step calls out and waits; only the steps that decide in the
+            // database share commits.
+            let group = (step != Step::Callback)
+                .then(|| Group::start(engine.clone(), step, settings.batch_size, &mut tasks));
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
-            tasks.spawn(supervise(engine, settings, step, pauses.clone(), stop_rx));
+            let queue = Queue { step, group };
+            tasks.spawn(supervise(engine, settings, queue, pauses.clone(), stop_rx));
         }
         match retention::schedule(&settings.retention_cron) {
             Ok(schedule) => {
@@ -110,10 +115,17 @@ impl Workers {
     }
 }
 
+/// A worker step's queue, with its group commit when it has one.
+#[derive(Clone)]
+struct Queue {
+    step: Step,
+    group: Option<Group>,
+}
+
 async fn supervise(
     engine: Arc<Engine>,
     settings: WorkerSettings,
-    step: Step,
+    queue: Queue,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -122,6 +134,7 @@ async fn supervise(
         _ = pauses.wait_loaded() => {}
         _ = stop.wait_for(|s| *s) => return,
     }
+    let step = queue.step;
     let mut pause = Duration::from_millis(500);
     loop {
         let name = worker_name(step);
@@ -129,7 +142,7 @@ async fn supervise(
         let result = run_worker(
             engine.clone(),
             &settings,
-            step,
+            queue.clone(),
             &name,
             pauses.clone(),
             stop.clone(),
@@ -185,12 +198,14 @@ async fn release_claimed(pool: &sqlx::PgPool, worker: &str) {
 async fn run_worker(
     engine: Arc<Engine>,
     settings: &WorkerSettings,
-    step: Step,
+    queue: Queue,
     name: &str,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), apalis::prelude::WorkerError> {
     let pool = engine.pool.clone();
+    let step = queue.step;
+    let group = queue.group;
     let queue = queue::queue_name(step);
     let (beat, missed) = liveness(settings.rescue_after());
     // A fetched job is already ours: `get_jobs` claims it with SKIP LOCKED, marks it `Queued`
@@ -212,6 +227,7 @@ async fn run_worker(
         .concurrency(settings.concurrency.max(1))
         .data(engine)
         .data(step)
+        .data(group)
         .on_event(move |ctx, event| {
             if matches!(event, Event::Start) {
                 pauses.attach(queue, ctx);
@@ -231,11 +247,16 @@ async fn handle(
     job: StepJob,
     engine: Data<Arc<Engine>>,
     step: Data<Step>,
+    group: Data<Option<Group>>,
     id: TaskId,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
-    steps::run_job(&engine, *step, job, &id.to_string(), attempt).await?;
+    let id = id.to_string();
+    match group.as_ref() {
+        Some(group) => group.run_job(&engine, job, &id, attempt).await?,
+        None => steps::run_job(&engine, *step, job, &id, attempt).await?,
+    }
     Ok(())
 }
 

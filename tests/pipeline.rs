@@ -341,3 +341,132 @@ async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
     app.wait_for_run(&id, "routed", Duration::from_secs(1))
         .await;
 }
+
+/// Submits `count` leads with distinct phones and emails, numbered from `from`, and returns
+/// their ids. `edit` may change each body.
+async fn submit_many(app: &TestApp, token: &str, from: u32, count: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in from..from + count {
+        let body = lead("rules-form", i, |b| {
+            b["email_field"] = json!(format!("lead{i}@example.com"))
+        });
+        ids.push(submit(app, token, &body).await);
+    }
+    ids
+}
+
+/// Starts the workers of an app that was started without them.
+async fn start_workers(app: &mut TestApp) {
+    app.workers = Some(common::worker_settings(app.workflows_dir.clone()));
+    app.crash_and_restart().await;
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn steps_ready_together_share_a_commit_and_each_applies_once() {
+    let mut app = TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let hook = app.hook("rules-form", "rules", false).await;
+    let firsts = submit_many(&app, &hook.token, 100, 30).await;
+    // Five later leads with earlier leads' phones: duplicates, decided among the others.
+    let mut again = Vec::new();
+    for i in 0..5 {
+        let body = lead("rules-form", 100 + i, |b| {
+            b["email_field"] = json!(format!("again{i}@example.com"))
+        });
+        again.push(submit(&app, &hook.token, &body).await);
+    }
+    start_workers(&mut app).await;
+
+    for id in &firsts {
+        app.wait_for_run(id, "routed", Duration::from_secs(20))
+            .await;
+    }
+    for (i, id) in again.iter().enumerate() {
+        let view = app
+            .wait_for_run(id, "duplicate", Duration::from_secs(20))
+            .await;
+        assert_eq!(view["steps"][1]["output"]["duplicate_of"], json!(firsts[i]));
+    }
+    // Each decision applied once: one route step and one job per qualified run, one event
+    // per decision.
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM steps WHERE name = 'route'").await,
+        30
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(DISTINCT run_id) FROM steps WHERE name = 'route'"
+        )
+        .await,
+        30
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM apalis.jobs WHERE job_type = 'leadflow.route' AND status = 'Done'"
+        )
+        .await,
+        30
+    );
+    for (event, expected) in [("qualified", 30), ("duplicate", 5), ("routed", 30)] {
+        let sql = format!("SELECT count(*) FROM timeline WHERE event = '{event}'");
+        assert_eq!(count(&app, &sql).await, expected, "{event} events");
+    }
+    // Steps settled in one transaction carry its one start time: fewer distinct times than
+    // steps means executions shared commits.
+    let commits = count(
+        &app,
+        "SELECT count(DISTINCT finished_at) FROM steps WHERE name = 'qualify'",
+    )
+    .await;
+    assert!(commits < 35, "35 qualify steps in {commits} commits");
+}
+
+#[tokio::test]
+async fn a_lead_that_breaks_its_group_fails_alone_and_the_others_go_on() {
+    let mut app = TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let hook = app.hook("rules-form", "rules", false).await;
+    let ids = submit_many(&app, &hook.token, 200, 8).await;
+    // A stored submission no step can read: locking the group's rows fails on it.
+    sqlx::query("UPDATE leads SET submission = '\"garbage\"'::jsonb WHERE id = $1::uuid")
+        .bind(&ids[3])
+        .execute(&app.db.pool)
+        .await
+        .expect("corrupt one lead");
+    start_workers(&mut app).await;
+
+    for (i, id) in ids.iter().enumerate() {
+        if i != 3 {
+            app.wait_for_run(id, "routed", Duration::from_secs(20))
+                .await;
+        }
+    }
+    // The rules workflow retries 3 times, 1 s then 2 s apart.
+    let view = app
+        .wait_for_run(&ids[3], "failed", Duration::from_secs(30))
+        .await;
+    let reason = view["run"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("unreadable"), "{reason}");
+    assert_eq!(view["steps"][1]["attempts"], 3);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM timeline WHERE event = 'routed'").await,
+        7
+    );
+}

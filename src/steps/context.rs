@@ -73,6 +73,30 @@ impl RunContext {
         row.map(Row::into_locked).transpose()
     }
 
+    /// [`RunContext::lock_step`] for several executions of one step (`(run_id, n)` pairs),
+    /// in one round trip. Locks in run order, so that two groups never wait on each other in
+    /// a cycle. Returns the rows found, each with its `(run_id, n)`.
+    pub async fn lock_steps(
+        conn: &mut PgConnection,
+        step: &str,
+        keys: &[(Uuid, i32)],
+    ) -> Result<Vec<((Uuid, i32), LockedStep)>, StepError> {
+        let (runs, ns): (Vec<Uuid>, Vec<i32>) = keys.iter().copied().unzip();
+        let rows: Vec<NumberedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT s.n AS step_n, {COLUMNS} FROM steps s {JOINS} \
+             WHERE s.name = $1 AND (s.run_id, s.n) IN (SELECT * FROM UNNEST($2::uuid[], $3::int[])) \
+             ORDER BY s.run_id, s.n FOR UPDATE OF s, r"
+        )))
+        .bind(step)
+        .bind(&runs)
+        .bind(&ns)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(|NumberedRow { step_n, row }| Ok(((row.run_id, step_n), row.into_locked()?)))
+            .collect()
+    }
+
     /// [`RunContext::lock_step`] for the callback step execution that owns call attempt
     /// `attempt_id`, with that execution's number. A status callback takes these locks before
     /// the attempt's, in the order the step itself takes them.
@@ -80,7 +104,7 @@ impl RunContext {
         conn: &mut PgConnection,
         attempt_id: Uuid,
     ) -> Result<Option<(i32, LockedStep)>, StepError> {
-        let row: Option<OwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<NumberedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT a.step_n, {COLUMNS} FROM callback_attempts a \
              JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
              {JOINS} WHERE a.id = $1 FOR UPDATE OF s, r"
@@ -88,15 +112,16 @@ impl RunContext {
         .bind(attempt_id)
         .fetch_optional(conn)
         .await?;
-        let Some(OwnerRow { step_n, row }) = row else {
+        let Some(NumberedRow { step_n, row }) = row else {
             return Ok(None);
         };
         Ok(Some((step_n, row.into_locked()?)))
     }
 }
 
+/// A step's row with its execution number.
 #[derive(sqlx::FromRow)]
-struct OwnerRow {
+struct NumberedRow {
     step_n: i32,
     #[sqlx(flatten)]
     row: Row,

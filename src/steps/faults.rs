@@ -46,6 +46,15 @@ impl Faults {
         }
     }
 
+    /// Whether a fault is set for `step`: its executions then run one by one, not in a
+    /// group, so that a fault hits one execution and not the others sharing its commit.
+    pub(crate) fn armed(&self, step: Step) -> bool {
+        self.remaining
+            .lock()
+            .map(|map| map.iter().any(|((s, _), n)| *s == step && *n > 0))
+            .unwrap_or(false)
+    }
+
     fn set(&self, step: Step, fault: Fault, times: u32) {
         if let Ok(mut map) = self.remaining.lock() {
             map.insert((step, fault), times);

@@ -5,13 +5,16 @@
 //! record the output, move the run, and enqueue the next step — all committed together, so the
 //! graph never forks or stalls. A failure is recorded in its own transaction with the next
 //! attempt time, which is also written to the job's `run_at`: retries survive restarts.
+//! Qualify and route executions that are ready together share that transaction ([`Group`]).
 
 pub mod callback;
 mod context;
 mod engine;
 pub mod faults;
+mod group;
 mod qualify;
 mod route;
+mod writes;
 
 use std::time::Instant;
 
@@ -22,10 +25,12 @@ use uuid::Uuid;
 
 use crate::lead::{RunStatus, Step};
 use crate::metrics::{self, Observation, StepOutcome};
-use crate::queue::{self, QueueError, StepJob};
+use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
 pub use context::{LockedStep, RunContext};
 pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
+pub use group::Group;
+use writes::Writes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -78,6 +83,21 @@ pub(crate) enum Transition {
     },
 }
 
+/// The span of one step execution. `lead_id` is filled in by [`admit`] once the run is
+/// loaded, so that every log line of the step (JSON logs carry the span) names the lead, the
+/// run and the job.
+pub(crate) fn span(step: Step, job: StepJob, job_id: &str, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "step",
+        %step,
+        lead_id = tracing::field::Empty,
+        run_id = %job.run_id,
+        n = job.n,
+        job_id,
+        attempt
+    )
+}
+
 /// Runs one delivery of a step job. `attempt` is 1 for the first execution.
 pub async fn run_job(
     engine: &Engine,
@@ -86,17 +106,6 @@ pub async fn run_job(
     job_id: &str,
     attempt: u32,
 ) -> Result<(), StepError> {
-    // `lead_id` is filled in by `claim` once the run is loaded, so that every log line of the
-    // step (JSON logs carry the span) names the lead, the run and the job.
-    let span = tracing::info_span!(
-        "step",
-        %step,
-        lead_id = tracing::field::Empty,
-        run_id = %job.run_id,
-        n = job.n,
-        job_id,
-        attempt
-    );
     async {
         let started = Instant::now();
         let result = execute(engine, step, job, job_id, attempt).await;
@@ -120,13 +129,11 @@ pub async fn run_job(
         tracing::debug!(outcome = outcome.as_str(), elapsed_ms, "step done");
         result
     }
-    .instrument(span)
+    .instrument(span(step, job, job_id, attempt))
     .await
 }
 
-/// Locks the step row and loads its run. `None` when there is nothing to do: the job is a
-/// stale delivery (the step has moved on to another job), the step is already settled, or the
-/// run has ended (the step is then marked cancelled).
+/// Locks the step row and loads its run; see [`admit`].
 pub(crate) async fn claim(
     tx: &mut PgConnection,
     step: Step,
@@ -135,6 +142,20 @@ pub(crate) async fn claim(
     attempt: u32,
 ) -> Result<Option<RunContext>, StepError> {
     let row = RunContext::lock_step(tx, job.run_id, step.as_str(), job.n).await?;
+    admit(tx, step, job, job_id, attempt, row).await
+}
+
+/// Decides whether a delivery runs, given its locked step row. `None` when there is nothing
+/// to do: the job is a stale delivery (the step has moved on to another job), the step is
+/// already settled, or the run has ended (the step is then marked cancelled).
+async fn admit(
+    tx: &mut PgConnection,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+    row: Option<LockedStep>,
+) -> Result<Option<RunContext>, StepError> {
     let Some(context::LockedStep {
         status,
         job_id: current_job,
@@ -180,10 +201,30 @@ async fn execute(
         return Ok(());
     };
     engine.faults.check(step).await?;
+    let mut writes = Writes::new(step);
+    decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
+    let ended = writes.flush(&mut tx).await?;
+    tx.commit().await?;
+    for ended in ended {
+        ended.record();
+    }
+    Ok(())
+}
+
+/// Runs the decision of a qualify or route execution and adds its transition to `writes`.
+async fn decide(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    step: Step,
+    job: StepJob,
+    attempt: u32,
+    ctx: &RunContext,
+    writes: &mut Writes,
+) -> Result<(), StepError> {
     let workflow = engine.workflow(&ctx.workflow)?;
     let transition = match step {
-        Step::Qualify => qualify::decide(&mut tx, workflow, &ctx).await?,
-        Step::Route => route::decide(&mut tx, engine, workflow, &ctx).await?,
+        Step::Qualify => qualify::decide(tx, workflow, ctx).await?,
+        Step::Route => route::decide(tx, engine, workflow, ctx).await?,
         Step::Validate | Step::Callback => Transition::Finish {
             status: RunStatus::Failed,
             reason: Some(format!("step {step} does not run on workers")),
@@ -191,79 +232,8 @@ async fn execute(
             event: "run.failed",
         },
     };
-    let ended = apply(
-        &mut tx,
-        step,
-        job,
-        attempt,
-        &ctx,
-        transition,
-        workflow.retry.max_attempts,
-    )
-    .await?;
-    tx.commit().await?;
-    if let Some(ended) = ended {
-        ended.record();
-    }
+    writes.add(job, attempt, ctx, transition, workflow.retry.max_attempts);
     Ok(())
-}
-
-/// Records the transition. Returns the run's end when the transition ended it, to be counted
-/// once the transaction commits.
-async fn apply(
-    tx: &mut PgConnection,
-    step: Step,
-    job: StepJob,
-    attempt: u32,
-    ctx: &RunContext,
-    transition: Transition,
-    max_attempts: u32,
-) -> Result<Option<Observation>, StepError> {
-    match transition {
-        Transition::Next {
-            step: next,
-            output,
-            event,
-            run_at,
-        } => {
-            set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
-            let next_job = StepJob {
-                run_id: job.run_id,
-                n: next_execution(tx, job.run_id, next).await?,
-            };
-            enqueue(tx, next, next_job, run_at, max_attempts).await?;
-            touch_run(tx, job.run_id, None, None).await?;
-            timeline::record(
-                tx,
-                ctx.lead_id,
-                Some(job.run_id),
-                event,
-                timeline::SYSTEM,
-                output,
-            )
-            .await?;
-            Ok(None)
-        }
-        Transition::Finish {
-            status,
-            reason,
-            output,
-            event,
-        } => {
-            set_step(tx, step, job, "ok", attempt, Some(&output), None).await?;
-            let ended = touch_run(tx, job.run_id, Some(status), reason.as_deref()).await?;
-            timeline::record(
-                tx,
-                ctx.lead_id,
-                Some(job.run_id),
-                event,
-                timeline::SYSTEM,
-                output,
-            )
-            .await?;
-            Ok(ended)
-        }
-    }
 }
 
 /// Creates the step row and its job together. Used by intake for the first worker step and
@@ -275,34 +245,46 @@ pub async fn enqueue(
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
 ) -> Result<(), StepError> {
-    let job_id = queue::push_step(conn, step, job, run_at, max_attempts).await?;
+    let new = NewJob {
+        job,
+        run_at,
+        max_attempts,
+    };
+    enqueue_all(conn, step, &[new]).await
+}
+
+/// [`enqueue`] for several executions of `step`, in two statements.
+pub(crate) async fn enqueue_all(
+    conn: &mut PgConnection,
+    step: Step,
+    jobs: &[NewJob],
+) -> Result<(), StepError> {
+    let ids = queue::push_steps(conn, step, jobs).await?;
+    let runs: Vec<Uuid> = jobs.iter().map(|j| j.job.run_id).collect();
+    let ns: Vec<i32> = jobs.iter().map(|j| j.job.n).collect();
+    let maxes: Vec<i32> = jobs
+        .iter()
+        .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
+        .collect();
+    let run_ats: Vec<Option<jiff_sqlx::Timestamp>> = jobs
+        .iter()
+        .map(|j| j.run_at.map(jiff_sqlx::Timestamp::from))
+        .collect();
     sqlx::query(
         "INSERT INTO steps (run_id, name, n, job_id, status, max_attempts, next_run_at) \
-         VALUES ($1, $2, $3, $4, 'pending', $5, COALESCE($6, now()))",
+         SELECT u.run_id, $1, u.n, u.job_id, 'pending', u.max_attempts, COALESCE(u.run_at, now()) \
+         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::int[], $6::timestamptz[]) \
+              AS u(run_id, n, job_id, max_attempts, run_at)",
     )
-    .bind(job.run_id)
     .bind(step.as_str())
-    .bind(job.n)
-    .bind(job_id)
-    .bind(max_attempts as i32)
-    .bind(run_at.map(jiff_sqlx::Timestamp::from))
+    .bind(&runs)
+    .bind(&ns)
+    .bind(&ids)
+    .bind(&maxes)
+    .bind(&run_ats)
     .execute(conn)
     .await?;
     Ok(())
-}
-
-async fn next_execution(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    step: Step,
-) -> Result<i32, sqlx::Error> {
-    let (n,): (i32,) =
-        sqlx::query_as("SELECT COALESCE(MAX(n), 0) + 1 FROM steps WHERE run_id = $1 AND name = $2")
-            .bind(run_id)
-            .bind(step.as_str())
-            .fetch_one(conn)
-            .await?;
-    Ok(n)
 }
 
 async fn set_step(
@@ -314,22 +296,13 @@ async fn set_step(
     output: Option<&Value>,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE steps SET status = $4, attempts = GREATEST(attempts, $5), \
-         started_at = COALESCE(started_at, now()), finished_at = now(), next_run_at = NULL, \
-         output = COALESCE($6, output), error = COALESCE($7, error) \
-         WHERE run_id = $1 AND name = $2 AND n = $3",
-    )
-    .bind(job.run_id)
-    .bind(step.as_str())
-    .bind(job.n)
-    .bind(status)
-    .bind(attempt as i32)
-    .bind(output)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let row = writes::Settle {
+        job,
+        attempt,
+        output: output.cloned(),
+        error: error.map(str::to_owned),
+    };
+    writes::settle_steps(conn, step, status, &[row]).await
 }
 
 /// Moves a run to `status` (when given) unless it already ended; always bumps `updated_at`.
@@ -340,42 +313,12 @@ async fn touch_run(
     status: Option<RunStatus>,
     reason: Option<&str>,
 ) -> Result<Option<Observation>, sqlx::Error> {
-    let Some(status) = status else {
-        sqlx::query("UPDATE runs SET updated_at = now() WHERE id = $1")
-            .bind(run_id)
-            .execute(conn)
-            .await?;
-        return Ok(None);
+    let run = writes::RunMove {
+        run_id,
+        status,
+        reason: reason.map(str::to_owned),
     };
-    // The CTE reads the status this update replaces (RETURNING sees only the new one); its
-    // row lock makes that read the latest committed status.
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "WITH old AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE) \
-         UPDATE runs r SET \
-         status = CASE WHEN old.status IN ('running', 'scheduled', 'calling') \
-                       THEN $2 ELSE old.status END, \
-         reason = CASE WHEN old.status IN ('running', 'scheduled', 'calling') \
-                       THEN COALESCE($3, r.reason) ELSE r.reason END, \
-         updated_at = now() FROM old WHERE r.id = old.id \
-         RETURNING old.status, r.status, r.workflow",
-    )
-    .bind(run_id)
-    .bind(status.as_str())
-    .bind(reason)
-    .fetch_optional(conn)
-    .await?;
-    let Some((before, after, workflow)) = row else {
-        return Ok(None);
-    };
-    let (Ok(before), Ok(after)) = (before.parse::<RunStatus>(), after.parse::<RunStatus>()) else {
-        return Ok(None);
-    };
-    Ok(
-        (!before.is_terminal() && after.is_terminal()).then_some(Observation::RunFinished {
-            workflow,
-            status: after,
-        }),
-    )
+    Ok(writes::move_runs(conn, &[run]).await?.pop())
 }
 
 /// Records a failed execution: schedules the retry in the job row itself, or, after the last

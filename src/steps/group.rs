@@ -1,0 +1,192 @@
+//! Group commit for the qualify and route steps. Executions that are ready at the same time
+//! share one transaction: one statement locks all their steps and runs, each decides as it
+//! would alone, and [`Writes`] records all their transitions with one statement per kind of
+//! write. Under load a lead's two steps then cost a fraction of their own transactions.
+//!
+//! Each execution still ends with its own apalis job's acknowledgement, after the shared
+//! commit: no job is acknowledged before its effects are durable. If the group fails (a
+//! database error, a lock timeout, one lead's unreadable submission), it rolls back and each
+//! of its executions runs on its own through [`super::run_job`], with its usual failure
+//! handling and retries; an execution whose step the group had settled finds it settled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{Engine, RunContext, StepError, Writes};
+use crate::lead::Step;
+use crate::metrics::{self, Observation, StepOutcome};
+use crate::queue::StepJob;
+
+/// Transactions of one step's group open at once in a process: one group collects while the
+/// other waits on PostgreSQL.
+const RUNNERS: usize = 2;
+
+/// The entry to one step's group commit. Cheap to clone; its runners end once every clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Group {
+    step: Step,
+    sender: mpsc::Sender<Item>,
+}
+
+struct Item {
+    job: StepJob,
+    job_id: String,
+    attempt: u32,
+    done: oneshot::Sender<Reply>,
+}
+
+/// What became of an execution handed to a group.
+enum Reply {
+    /// The group committed it; the lead, when its step row was found.
+    Committed(Option<Uuid>),
+    /// Run it alone.
+    Alone,
+}
+
+impl Group {
+    /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
+    pub fn start(engine: Arc<Engine>, step: Step, max: usize, tasks: &mut JoinSet<()>) -> Group {
+        let max = max.max(1);
+        let (sender, receiver) = mpsc::channel(max * RUNNERS);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..RUNNERS {
+            tasks.spawn(run(engine.clone(), step, receiver.clone(), max));
+        }
+        Group { step, sender }
+    }
+
+    /// Runs one delivery of a job of this group's step: in the next group, or alone when the
+    /// step has a test fault set or the group could not take it.
+    pub async fn run_job(
+        &self,
+        engine: &Engine,
+        job: StepJob,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<(), StepError> {
+        let step = self.step;
+        if !engine.faults.armed(step) {
+            let started = Instant::now();
+            let (done, committed) = oneshot::channel();
+            let item = Item {
+                job,
+                job_id: job_id.to_owned(),
+                attempt,
+                done,
+            };
+            if self.sender.send(item).await.is_ok()
+                && let Ok(Reply::Committed(lead_id)) = committed.await
+            {
+                let elapsed = started.elapsed();
+                metrics::step_run(step, StepOutcome::Ok, elapsed);
+                let span = super::span(step, job, job_id, attempt);
+                if let Some(lead_id) = lead_id {
+                    span.record("lead_id", tracing::field::display(lead_id));
+                }
+                let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                span.in_scope(|| tracing::debug!(outcome = "ok", elapsed_ms, "step done"));
+                return Ok(());
+            }
+        }
+        super::run_job(engine, step, job, job_id, attempt).await
+    }
+}
+
+async fn run(
+    engine: Arc<Engine>,
+    step: Step,
+    receiver: Arc<Mutex<mpsc::Receiver<Item>>>,
+    max: usize,
+) {
+    loop {
+        let items = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut items = vec![first];
+            while items.len() < max {
+                match receiver.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
+            items
+        };
+        let (items, alone) = split_repeats(items);
+        for item in alone {
+            let _ = item.done.send(Reply::Alone);
+        }
+        let span = tracing::debug_span!("step_group", %step, size = items.len());
+        match execute(&engine, step, &items).instrument(span).await {
+            Ok((ended, mut leads)) => {
+                for observation in ended {
+                    observation.record();
+                }
+                for item in items {
+                    let lead_id = leads.remove(&(item.job.run_id, item.job.n));
+                    let _ = item.done.send(Reply::Committed(lead_id));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%step, size = items.len(), error = %err,
+                    "step group failed; its executions run one by one");
+                for item in items {
+                    let _ = item.done.send(Reply::Alone);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the first delivery of each step execution; a second one in the same group (which
+/// would not see the first's writes) runs alone, after the group, and finds the step settled.
+fn split_repeats(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
+    let mut seen = HashSet::new();
+    items
+        .into_iter()
+        .partition(|item| seen.insert((item.job.run_id, item.job.n)))
+}
+
+/// The group's transaction. Returns the runs it ended and the lead of each step row found.
+async fn execute(
+    engine: &Engine,
+    step: Step,
+    items: &[Item],
+) -> Result<(Vec<Observation>, HashMap<(Uuid, i32), Uuid>), StepError> {
+    let mut tx = engine.pool.begin().await?;
+    let keys: Vec<(Uuid, i32)> = items.iter().map(|i| (i.job.run_id, i.job.n)).collect();
+    let mut locked: HashMap<(Uuid, i32), _> = RunContext::lock_steps(&mut tx, step.as_str(), &keys)
+        .await?
+        .into_iter()
+        .collect();
+    let leads = locked
+        .iter()
+        .map(|(key, row)| (*key, row.ctx.lead_id))
+        .collect();
+    let mut writes = Writes::new(step);
+    for item in items {
+        let row = locked.remove(&(item.job.run_id, item.job.n));
+        let (job, attempt) = (item.job, item.attempt);
+        let decided: Result<(), StepError> = async {
+            let Some(ctx) = super::admit(&mut tx, step, job, &item.job_id, attempt, row).await?
+            else {
+                return Ok(());
+            };
+            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await
+        }
+        .instrument(super::span(step, job, &item.job_id, attempt))
+        .await;
+        decided?;
+    }
+    let ended = writes.flush(&mut tx).await?;
+    tx.commit().await?;
+    Ok((ended, leads))
+}
