@@ -67,32 +67,26 @@ pub enum QueueError {
     },
 }
 
-/// Enqueue a step job on the caller's connection, so that it commits or rolls back with the
-/// caller's own writes. Returns the job id. `run_at` of `None` means now.
-pub async fn push_step(
-    conn: &mut PgConnection,
-    step: Step,
-    job: StepJob,
-    run_at: Option<jiff::Timestamp>,
-    max_attempts: u32,
-) -> Result<String, QueueError> {
-    let key = job.idempotency_key(step);
-    push_step_keyed(conn, step, job, &key, run_at, max_attempts).await
+/// A new job's id, for a caller that records it before pushing the job
+/// ([`push_step_keyed`]).
+pub fn new_job_id() -> Ulid {
+    Ulid::generate()
 }
 
-/// As [`push_step`], with the caller's idempotency key (a step that waits pushes a follow-up
-/// job for the same execution, keyed `…:wait:{k}`).
+/// Enqueues one job of `step`'s queue on the caller's connection, so that it commits or rolls
+/// back with the caller's own writes; with the caller's job id and idempotency key (a step
+/// that waits pushes a follow-up job for the same execution, keyed `…:wait:{k}`).
 pub async fn push_step_keyed(
     conn: &mut PgConnection,
     step: Step,
     job: StepJob,
+    id: Ulid,
     key: &str,
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
-) -> Result<String, QueueError> {
-    let (id, task) = task(step, job, key, run_at, max_attempts)?;
-    push(conn, step, job.run_id, vec![task]).await?;
-    Ok(id)
+) -> Result<(), QueueError> {
+    let task = task(step, job, id, key, run_at, max_attempts)?;
+    push(conn, step, job.run_id, vec![task]).await
 }
 
 /// A job to push with [`push_steps`].
@@ -103,8 +97,9 @@ pub struct NewJob {
     pub max_attempts: u32,
 }
 
-/// Enqueues several jobs of `step`'s queue in one statement (apalis inserts with `UNNEST`).
-/// Returns their ids in the order given.
+/// Enqueues jobs of `step`'s queue, keyed `run:{run_id}:{step}:{n}`, in one statement
+/// (apalis inserts with `UNNEST`) on the caller's connection. Returns their ids in the order
+/// given.
 pub async fn push_steps(
     conn: &mut PgConnection,
     step: Step,
@@ -117,9 +112,9 @@ pub async fn push_steps(
     let mut tasks = Vec::with_capacity(jobs.len());
     for new in jobs {
         let key = new.job.idempotency_key(step);
-        let (id, task) = task(step, new.job, &key, new.run_at, new.max_attempts)?;
-        ids.push(id);
-        tasks.push(task);
+        let id = new_job_id();
+        tasks.push(task(step, new.job, id, &key, new.run_at, new.max_attempts)?);
+        ids.push(id.to_string());
     }
     push(conn, step, first.job.run_id, tasks).await?;
     Ok(ids)
@@ -128,16 +123,16 @@ pub async fn push_steps(
 fn task(
     step: Step,
     job: StepJob,
+    id: Ulid,
     key: &str,
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
-) -> Result<(String, PgTask), QueueError> {
+) -> Result<PgTask, QueueError> {
     let args = serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
         step,
         run_id: job.run_id,
         source,
     })?;
-    let id = Ulid::generate();
     let mut builder = TaskBuilder::new(args)
         .task_id(TaskId::from_ulid(id))
         .idempotency_key(key)
@@ -147,7 +142,7 @@ fn task(
         let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
         builder = builder.run_at_timestamp(secs.max(0) as u64);
     }
-    Ok((id.to_string(), builder.build()))
+    Ok(builder.build())
 }
 
 /// `run_id` names the (first) run in an error.

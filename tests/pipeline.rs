@@ -113,6 +113,7 @@ async fn routing_uses_team_id_then_rules_then_the_default() {
             .await;
         let out = &view["steps"][2]["output"];
         assert_eq!(out["team"], team, "{view:#}");
+        assert_eq!(view["run"]["team"], team, "the run records its team");
         assert!(
             out["rule"].to_string().contains(rule),
             "rule {} should mention {rule}",

@@ -224,7 +224,7 @@ async fn decide(
     let workflow = engine.workflow(&ctx.workflow)?;
     let transition = match step {
         Step::Qualify => qualify::decide(tx, workflow, ctx).await?,
-        Step::Route => route::decide(tx, engine, workflow, ctx).await?,
+        Step::Route => route::decide(tx, engine, workflow, ctx, writes).await?,
         Step::Validate | Step::Callback => Transition::Finish {
             status: RunStatus::Failed,
             reason: Some(format!("step {step} does not run on workers")),
@@ -317,6 +317,7 @@ async fn touch_run(
         run_id,
         status,
         reason: reason.map(str::to_owned),
+        team: None,
     };
     Ok(writes::move_runs(conn, &[run]).await?.pop())
 }

@@ -5,7 +5,7 @@
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{Engine, RunContext, StepError, Transition, callback};
+use super::{Engine, RunContext, StepError, Transition, Writes, callback};
 use crate::lead::{RunStatus, Step};
 use crate::workflow::Workflow;
 
@@ -14,13 +14,10 @@ pub(super) async fn decide(
     engine: &Engine,
     workflow: &Workflow,
     ctx: &RunContext,
+    writes: &mut Writes,
 ) -> Result<Transition, StepError> {
     let routing = workflow.route(&ctx.submission);
-    sqlx::query("UPDATE runs SET team = $2 WHERE id = $1")
-        .bind(ctx.run_id)
-        .bind(&routing.team)
-        .execute(&mut *conn)
-        .await?;
+    writes.assign_team(ctx.run_id, &routing.team);
     let mut output = json!({ "team": routing.team, "rule": routing.rule });
     if let Some(unknown) = &routing.unknown_team_id {
         output["unknown_team_id"] = json!(unknown);

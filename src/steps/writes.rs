@@ -2,6 +2,8 @@
 //! executions share the transaction: a group of leads' steps then costs PostgreSQL about what
 //! one does (see [`super::group`]). A single execution goes through the same path.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -19,6 +21,8 @@ pub(crate) struct Writes {
     next: Vec<(Step, NewJob)>,
     runs: Vec<RunMove>,
     events: Vec<timeline::Entry>,
+    /// Teams chosen for runs whose transition is not added yet.
+    teams: HashMap<Uuid, String>,
 }
 
 /// A step row to settle: which execution, its delivery count, what it produced.
@@ -34,6 +38,8 @@ pub(crate) struct RunMove {
     pub run_id: Uuid,
     pub status: Option<RunStatus>,
     pub reason: Option<String>,
+    /// The team routing chose, recorded whatever the run's status.
+    pub team: Option<String>,
 }
 
 impl Writes {
@@ -44,7 +50,13 @@ impl Writes {
             next: Vec::new(),
             runs: Vec::new(),
             events: Vec::new(),
+            teams: HashMap::new(),
         }
+    }
+
+    /// Records on run `run_id` the team routing chose, with the transition added next for it.
+    pub fn assign_team(&mut self, run_id: Uuid, team: &str) {
+        self.teams.insert(run_id, team.to_owned());
     }
 
     /// Adds execution `job`'s transition: its step is `ok`, and the run goes on to the next
@@ -81,6 +93,7 @@ impl Writes {
                     run_id: job.run_id,
                     status: None,
                     reason: None,
+                    team: self.teams.remove(&job.run_id),
                 };
                 (output, event, run)
             }
@@ -94,6 +107,7 @@ impl Writes {
                     run_id: job.run_id,
                     status: Some(status),
                     reason,
+                    team: self.teams.remove(&job.run_id),
                 };
                 (output, event, run)
             }
@@ -209,22 +223,25 @@ pub(crate) async fn move_runs(
     let ids: Vec<Uuid> = moves.iter().map(|m| m.run_id).collect();
     let statuses: Vec<Option<&str>> = moves.iter().map(|m| m.status.map(|s| s.as_str())).collect();
     let reasons: Vec<Option<&str>> = moves.iter().map(|m| m.reason.as_deref()).collect();
+    let teams: Vec<Option<&str>> = moves.iter().map(|m| m.team.as_deref()).collect();
     // The CTE reads the status this update replaces (RETURNING sees only the new one); its
     // row lock makes that read the latest committed status.
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS u(id, status, reason)), \
+        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+                   AS u(id, status, reason, team)), \
          old AS (SELECT r.id, r.status FROM runs r JOIN u ON u.id = r.id ORDER BY r.id FOR UPDATE OF r) \
          UPDATE runs r SET \
          status = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
                        THEN u.status ELSE old.status END, \
          reason = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
                        THEN COALESCE(u.reason, r.reason) ELSE r.reason END, \
-         updated_at = now() FROM old JOIN u ON u.id = old.id WHERE r.id = old.id \
+         team = COALESCE(u.team, r.team), updated_at = now() FROM old JOIN u ON u.id = old.id WHERE r.id = old.id \
          RETURNING old.status, r.status, r.workflow",
     )
     .bind(&ids)
     .bind(&statuses)
     .bind(&reasons)
+    .bind(&teams)
     .fetch_all(conn)
     .await?;
     Ok(rows

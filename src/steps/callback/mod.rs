@@ -213,31 +213,26 @@ impl Exec<'_> {
         until: Timestamp,
         plan: Option<&Plan>,
     ) -> Result<(), StepError> {
+        let due = self.engine.clock.to_real(until);
+        // The follow-up's id is known before its key (which counts the waits), so the step
+        // row takes both in one statement.
+        let job_id = queue::new_job_id();
         let (waits,): (i32,) = sqlx::query_as(
-            "UPDATE steps SET waits = waits + 1 WHERE run_id = $1 AND name = 'callback' AND n = $2 \
-             RETURNING waits",
+            "UPDATE steps SET waits = waits + 1, job_id = $3, status = 'waiting', \
+             next_run_at = $4, attempts = GREATEST(attempts, $5), \
+             started_at = COALESCE(started_at, now()) \
+             WHERE run_id = $1 AND name = 'callback' AND n = $2 RETURNING waits",
         )
         .bind(self.job.run_id)
         .bind(self.job.n)
+        .bind(job_id.to_string())
+        .bind(jiff_sqlx::Timestamp::from(due))
+        .bind(self.attempt as i32)
         .fetch_one(&mut *tx)
         .await?;
         let key = format!("{}:wait:{waits}", self.job.idempotency_key(Step::Callback));
         let max = self.workflow.retry.max_attempts;
-        let due = self.engine.clock.to_real(until);
-        let job_id =
-            queue::push_step_keyed(tx, Step::Callback, self.job, &key, Some(due), max).await?;
-        sqlx::query(
-            "UPDATE steps SET job_id = $3, status = 'waiting', next_run_at = $4, \
-             attempts = GREATEST(attempts, $5), started_at = COALESCE(started_at, now()) \
-             WHERE run_id = $1 AND name = 'callback' AND n = $2",
-        )
-        .bind(self.job.run_id)
-        .bind(self.job.n)
-        .bind(&job_id)
-        .bind(jiff_sqlx::Timestamp::from(due))
-        .bind(self.attempt as i32)
-        .execute(&mut *tx)
-        .await?;
+        queue::push_step_keyed(tx, Step::Callback, self.job, job_id, &key, Some(due), max).await?;
         if let Some(plan) = plan {
             let attempt = attempt::count(tx, self.ctx.run_id).await? + 1;
             schedule_run(tx, &self.ctx, plan, attempt, None).await?;
