@@ -303,12 +303,7 @@ async fn a_job_of_a_dead_worker_is_rescued_and_the_run_completes() {
 #[tokio::test]
 async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
     // A long poll interval: only LISTEN/NOTIFY can explain a fast pickup.
-    let mut app = TestApp::start_with(Options {
-        workflows_dir: repo_path("tests/fixtures/workflows"),
-        workers: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = rules_app_without_workers().await;
     let mut workers = common::worker_settings(app.workflows_dir.clone());
     workers.poll_interval_ms = 10_000;
     app.workers = Some(workers);
@@ -356,6 +351,16 @@ async fn submit_many(app: &TestApp, token: &str, from: u32, count: u32) -> Vec<S
     ids
 }
 
+/// The rules app with no worker running: jobs wait until [`start_workers`].
+async fn rules_app_without_workers() -> TestApp {
+    TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: false,
+        ..Options::default()
+    })
+    .await
+}
+
 /// Starts the workers of an app that was started without them.
 async fn start_workers(app: &mut TestApp) {
     app.workers = Some(common::worker_settings(app.workflows_dir.clone()));
@@ -371,12 +376,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn steps_ready_together_share_a_commit_and_each_applies_once() {
-    let mut app = TestApp::start_with(Options {
-        workflows_dir: repo_path("tests/fixtures/workflows"),
-        workers: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = rules_app_without_workers().await;
     let hook = app.hook("rules-form", "rules", false).await;
     let firsts = submit_many(&app, &hook.token, 100, 30).await;
     // Five later leads with earlier leads' phones: duplicates, decided among the others.
@@ -437,12 +437,7 @@ async fn steps_ready_together_share_a_commit_and_each_applies_once() {
 
 #[tokio::test]
 async fn a_lead_that_breaks_its_group_fails_alone_and_the_others_go_on() {
-    let mut app = TestApp::start_with(Options {
-        workflows_dir: repo_path("tests/fixtures/workflows"),
-        workers: false,
-        ..Options::default()
-    })
-    .await;
+    let mut app = rules_app_without_workers().await;
     let hook = app.hook("rules-form", "rules", false).await;
     let ids = submit_many(&app, &hook.token, 200, 8).await;
     // A stored submission no step can read: locking the group's rows fails on it.
