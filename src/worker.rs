@@ -22,7 +22,7 @@ use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob, Wakeup};
 use crate::retention;
-use crate::steps::{self, Engine, Group};
+use crate::steps::{Engine, Group};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
 pub struct Workers {
@@ -60,10 +60,7 @@ impl Workers {
                 .run(settings.poll_interval(), stop.subscribe()),
         );
         for step in queue::WORKER_STEPS {
-            // The callback step calls out and waits; only the steps that decide in the
-            // database share commits.
-            let group = (step != Step::Callback)
-                .then(|| Group::start(engine.clone(), step, settings.batch_size, &mut tasks));
+            let group = Group::start(engine.clone(), step, settings.batch_size, &mut tasks);
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
@@ -115,11 +112,11 @@ impl Workers {
     }
 }
 
-/// A worker step's queue, with its group commit when it has one.
+/// A worker step's queue, with its group commit.
 #[derive(Clone)]
 struct Queue {
     step: Step,
-    group: Option<Group>,
+    group: Group,
 }
 
 async fn supervise(
@@ -226,7 +223,6 @@ async fn run_worker(
         .backend(backend)
         .concurrency(settings.concurrency.max(1))
         .data(engine)
-        .data(step)
         .data(group)
         .on_event(move |ctx, event| {
             if matches!(event, Event::Start) {
@@ -246,17 +242,14 @@ async fn run_worker(
 async fn handle(
     job: StepJob,
     engine: Data<Arc<Engine>>,
-    step: Data<Step>,
-    group: Data<Option<Group>>,
+    group: Data<Group>,
     id: TaskId,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
-    let id = id.to_string();
-    match group.as_ref() {
-        Some(group) => group.run_job(&engine, job, &id, attempt).await?,
-        None => steps::run_job(&engine, *step, job, &id, attempt).await?,
-    }
+    group
+        .run_job(&engine, job, &id.to_string(), attempt)
+        .await?;
     Ok(())
 }
 

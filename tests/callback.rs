@@ -670,3 +670,49 @@ async fn a_lost_status_callback_is_settled_by_asking_the_provider() {
         "provider"
     );
 }
+
+#[tokio::test]
+async fn callbacks_ready_together_place_exactly_one_call_per_attempt() {
+    // Busy every time: three attempts per lead, the later ones due together, so callback
+    // executions of many leads share their transactions at every attempt.
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("busy"));
+    let mut app = TestApp::start_with(Options {
+        workflows_dir: repo_path("tests/fixtures/workflows"),
+        workers: false,
+        provider: twilio(&fake),
+        callbacks: callbacks(),
+        ..Options::default()
+    })
+    .await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let leads = 20;
+    let mut ids = Vec::new();
+    for i in 0..leads {
+        let phone = format!("650-253-{:04}", 200 + i);
+        ids.push(submit(&app, &hook.token, &sample("fast", &phone)).await);
+    }
+    app.workers = Some(common::worker_settings(app.workflows_dir.clone()));
+    app.crash_and_restart().await;
+
+    for id in &ids {
+        let view = app
+            .wait_for_run(id, "exhausted", Duration::from_secs(60))
+            .await;
+        assert_eq!(
+            view["callback"]["attempts"].as_array().map(Vec::len),
+            Some(3),
+            "{view:#}"
+        );
+    }
+    let calls = fake.created_calls();
+    assert_eq!(calls.len(), 3 * leads, "one call per attempt");
+    let mut per_phone = std::collections::BTreeMap::<String, usize>::new();
+    for call in &calls {
+        *per_phone
+            .entry(call.field("To").unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_phone.len(), leads, "every lead was called");
+    assert!(per_phone.values().all(|n| *n == 3), "{per_phone:?}");
+}

@@ -1,13 +1,17 @@
-//! Group commit for the qualify and route steps. Executions that are ready at the same time
-//! share one transaction: one statement locks all their steps and runs, each decides as it
-//! would alone, and [`Writes`] records all their transitions with one statement per kind of
-//! write. Under load a lead's two steps then cost a fraction of their own transactions.
+//! Group commit for the worker steps. Executions of a step that are ready at the same time
+//! share one transaction: one statement locks all their steps and runs, and each decides as it
+//! would alone. Qualify and route record their transitions through [`Writes`], one statement
+//! per kind of write for the whole group; the callback step prepares its attempts there
+//! (and places the calls after the commit, each on its own, as it does alone). Under load a
+//! lead's steps then cost a fraction of their own transactions.
 //!
 //! Each execution still ends with its own apalis job's acknowledgement, after the shared
 //! commit: no job is acknowledged before its effects are durable. If the group fails (a
 //! database error, a lock timeout, one lead's unreadable submission), it rolls back and each
 //! of its executions runs on its own through [`super::run_job`], with its usual failure
-//! handling and retries; an execution whose step the group had settled finds it settled.
+//! handling and retries; an execution whose step the group had settled finds it settled. A
+//! callback execution that would ask the provider how a call stands runs alone, so that no
+//! group waits on the provider.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,9 +22,10 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::callback::{self, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes};
 use crate::lead::Step;
-use crate::metrics::{self, Observation, StepOutcome};
+use crate::metrics::Pending;
 use crate::queue::StepJob;
 
 /// Transactions of one step's group open at once in a process: one group collects while the
@@ -44,10 +49,22 @@ struct Item {
 
 /// What became of an execution handed to a group.
 enum Reply {
-    /// The group committed it; the lead, when its step row was found.
-    Committed(Option<Uuid>),
+    /// The group committed it: the lead, when its step row was found, and the call to place
+    /// now, if any.
+    Committed {
+        lead_id: Option<Uuid>,
+        call: Option<Box<Call>>,
+    },
     /// Run it alone.
     Alone,
+}
+
+/// What a group's committed transaction leaves to its executions, by `(run_id, n)`.
+#[derive(Default)]
+struct Outcome {
+    leads: HashMap<(Uuid, i32), Uuid>,
+    calls: HashMap<(Uuid, i32), Box<Call>>,
+    alone: HashSet<(Uuid, i32)>,
 }
 
 impl Group {
@@ -82,17 +99,21 @@ impl Group {
                 done,
             };
             if self.sender.send(item).await.is_ok()
-                && let Ok(Reply::Committed(lead_id)) = committed.await
+                && let Ok(Reply::Committed { lead_id, call }) = committed.await
             {
-                let elapsed = started.elapsed();
-                metrics::step_run(step, StepOutcome::Ok, elapsed);
                 let span = super::span(step, job, job_id, attempt);
                 if let Some(lead_id) = lead_id {
                     span.record("lead_id", tracing::field::display(lead_id));
                 }
-                let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-                span.in_scope(|| tracing::debug!(outcome = "ok", elapsed_ms, "step done"));
-                return Ok(());
+                return async {
+                    let result = match call {
+                        Some(call) => callback::place(engine, job, attempt, call).await,
+                        None => Ok(()),
+                    };
+                    super::conclude(engine, step, job, job_id, attempt, started, result).await
+                }
+                .instrument(span)
+                .await;
             }
         }
         super::run_job(engine, step, job, job_id, attempt).await
@@ -125,17 +146,28 @@ async fn run(
             let _ = item.done.send(Reply::Alone);
         }
         let span = tracing::debug_span!("step_group", %step, size = items.len());
-        match execute(&engine, step, &items).instrument(span).await {
-            Ok((ended, mut leads)) => {
-                for observation in ended {
-                    observation.record();
-                }
+        let pending = Pending::default();
+        match execute(&engine, step, &items, &pending)
+            .instrument(span)
+            .await
+        {
+            Ok(mut outcome) => {
+                pending.committed();
                 for item in items {
-                    let lead_id = leads.remove(&(item.job.run_id, item.job.n));
-                    let _ = item.done.send(Reply::Committed(lead_id));
+                    let key = (item.job.run_id, item.job.n);
+                    let reply = if outcome.alone.contains(&key) {
+                        Reply::Alone
+                    } else {
+                        Reply::Committed {
+                            lead_id: outcome.leads.remove(&key),
+                            call: outcome.calls.remove(&key),
+                        }
+                    };
+                    let _ = item.done.send(reply);
                 }
             }
             Err(err) => {
+                pending.discard();
                 tracing::warn!(%step, size = items.len(), error = %err,
                     "step group failed; its executions run one by one");
                 for item in items {
@@ -155,38 +187,58 @@ fn split_repeats(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
         .partition(|item| seen.insert((item.job.run_id, item.job.n)))
 }
 
-/// The group's transaction. Returns the runs it ended and the lead of each step row found.
+/// The group's transaction. What it observed goes to `pending`, to be counted once the caller
+/// knows it committed.
 async fn execute(
     engine: &Engine,
     step: Step,
     items: &[Item],
-) -> Result<(Vec<Observation>, HashMap<(Uuid, i32), Uuid>), StepError> {
+    pending: &Pending,
+) -> Result<Outcome, StepError> {
     let mut tx = engine.pool.begin().await?;
     let keys: Vec<(Uuid, i32)> = items.iter().map(|i| (i.job.run_id, i.job.n)).collect();
     let mut locked: HashMap<(Uuid, i32), _> = RunContext::lock_steps(&mut tx, step.as_str(), &keys)
         .await?
         .into_iter()
         .collect();
-    let leads = locked
-        .iter()
-        .map(|(key, row)| (*key, row.ctx.lead_id))
-        .collect();
+    let mut outcome = Outcome {
+        leads: locked
+            .iter()
+            .map(|(key, row)| (*key, row.ctx.lead_id))
+            .collect(),
+        ..Outcome::default()
+    };
     let mut writes = Writes::new(step);
     for item in items {
-        let row = locked.remove(&(item.job.run_id, item.job.n));
+        let key = (item.job.run_id, item.job.n);
+        let row = locked.remove(&key);
         let (job, attempt) = (item.job, item.attempt);
         let decided: Result<(), StepError> = async {
             let Some(ctx) = super::admit(&mut tx, step, job, &item.job_id, attempt, row).await?
             else {
                 return Ok(());
             };
-            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await
+            if step != Step::Callback {
+                return super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await;
+            }
+            match callback::prepare(&mut tx, engine, ctx, job, attempt, pending, false).await? {
+                Prepared::Call(call) => {
+                    outcome.calls.insert(key, call);
+                }
+                Prepared::Alone => {
+                    outcome.alone.insert(key);
+                }
+                Prepared::Done => {}
+            }
+            Ok(())
         }
         .instrument(super::span(step, job, &item.job_id, attempt))
         .await;
         decided?;
     }
-    let ended = writes.flush(&mut tx).await?;
+    for ended in writes.flush(&mut tx).await? {
+        pending.push(ended);
+    }
     tx.commit().await?;
-    Ok((ended, leads))
+    Ok(outcome)
 }

@@ -109,28 +109,42 @@ pub async fn run_job(
     async {
         let started = Instant::now();
         let result = execute(engine, step, job, job_id, attempt).await;
-        let elapsed = started.elapsed();
-        let outcome = match &result {
-            Ok(()) => StepOutcome::Ok,
-            Err(err) => {
-                tracing::warn!(error = %err, "step failed");
-                match record_failure(engine, step, job, job_id, attempt, err).await {
-                    Ok(outcome) => outcome,
-                    Err(record_err) => {
-                        // The job stays claimed; apalis re-delivers it after the rescue timeout.
-                        tracing::error!(error = %record_err, "could not record the step failure");
-                        StepOutcome::Retry
-                    }
-                }
-            }
-        };
-        metrics::step_run(step, outcome, elapsed);
-        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        tracing::debug!(outcome = outcome.as_str(), elapsed_ms, "step done");
-        result
+        conclude(engine, step, job, job_id, attempt, started, result).await
     }
     .instrument(span(step, job, job_id, attempt))
     .await
+}
+
+/// Ends a delivery that started at `started`: a failure is recorded (a retry, or the run
+/// failed); the execution is counted and logged.
+pub(crate) async fn conclude(
+    engine: &Engine,
+    step: Step,
+    job: StepJob,
+    job_id: &str,
+    attempt: u32,
+    started: Instant,
+    result: Result<(), StepError>,
+) -> Result<(), StepError> {
+    let outcome = match &result {
+        Ok(()) => StepOutcome::Ok,
+        Err(err) => {
+            tracing::warn!(error = %err, "step failed");
+            match record_failure(engine, step, job, job_id, attempt, err).await {
+                Ok(outcome) => outcome,
+                Err(record_err) => {
+                    // The job stays claimed; apalis re-delivers it after the rescue timeout.
+                    tracing::error!(error = %record_err, "could not record the step failure");
+                    StepOutcome::Retry
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    metrics::step_run(step, outcome, elapsed);
+    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    tracing::debug!(outcome = outcome.as_str(), elapsed_ms, "step done");
+    result
 }
 
 /// Locks the step row and loads its run; see [`admit`].

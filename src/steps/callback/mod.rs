@@ -87,43 +87,93 @@ pub(super) async fn execute(
     };
     engine.faults.check(Step::Callback).await?;
     let pending = Pending::default();
-    let exec = Exec::new(engine, ctx, job, attempt, &pending)?;
+    let prepared = prepare(&mut tx, engine, ctx, job, attempt, &pending, true).await?;
+    tx.commit().await?;
+    pending.committed();
+    match prepared {
+        Prepared::Call(call) => place(engine, job, attempt, call).await,
+        Prepared::Done | Prepared::Alone => Ok(()),
+    }
+}
+
+/// What the first part of an execution left to do once its transaction commits.
+pub(crate) enum Prepared {
+    /// Nothing: the step waits, or has ended.
+    Done,
+    /// Place this call.
+    Call(Box<Call>),
+    /// Nothing was written: the execution must ask the provider, which it does alone, not
+    /// while holding a group's transaction (see [`prepare`]).
+    Alone,
+}
+
+/// A call whose attempt row is committed, to be placed.
+pub(crate) struct Call {
+    ctx: RunContext,
+    row: AttemptRow,
+}
+
+/// The first part of an execution, in the caller's transaction (its own, or a group's): start,
+/// resume or settle the execution's attempt. `may_ask_provider` is false in a group: an
+/// execution that would ask the provider how a call stands comes back [`Prepared::Alone`].
+pub(crate) async fn prepare(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    ctx: RunContext,
+    job: StepJob,
+    attempt: u32,
+    pending: &Pending,
+    may_ask_provider: bool,
+) -> Result<Prepared, StepError> {
+    let exec = Exec::new(engine, ctx, job, attempt, pending)?;
     let now = engine.clock.now();
-    let current = attempt::current(&mut tx, job).await?;
+    let current = attempt::current(tx, job).await?;
     let to_place = match current {
-        None => exec.begin_attempt(&mut tx, now).await?,
+        None => exec.begin_attempt(tx, now).await?,
         Some(a) => match a.state {
-            State::Retry => exec.retry_attempt(&mut tx, a, now).await?,
+            State::Retry => exec.retry_attempt(tx, a, now).await?,
             State::Placing | State::Unknown => {
                 let window = SignedDuration::try_from(engine.callbacks.unknown_window)
                     .unwrap_or(SignedDuration::ZERO);
                 let until = a.updated_at.0.checked_add(window).unwrap_or(now);
                 if now < until {
-                    exec.wait(&mut tx, until, None).await?;
+                    exec.wait(tx, until, None).await?;
                 } else {
                     // No status callback came for a call that may have gone out: count it as
                     // an attempt whose fate is unknown, and carry on by the policy.
-                    let a = exec.settle(&mut tx, a.id, Outcome::Lost, now).await?;
-                    exec.decide(&mut tx, &a, now).await?;
+                    let a = exec.settle(tx, a.id, Outcome::Lost, now).await?;
+                    exec.decide(tx, &a, now).await?;
                 }
                 None
             }
+            State::Placed if !may_ask_provider => return Ok(Prepared::Alone),
             State::Placed => {
-                exec.follow_up(&mut tx, a, now).await?;
+                exec.follow_up(tx, a, now).await?;
                 None
             }
             State::Done => {
-                exec.decide(&mut tx, &a, now).await?;
+                exec.decide(tx, &a, now).await?;
                 None
             }
         },
     };
-    tx.commit().await?;
-    exec.pending.committed();
-    if let Some(row) = to_place {
-        exec.place(row).await?;
-    }
-    Ok(())
+    Ok(match to_place {
+        Some(row) => Prepared::Call(Box::new(Call { ctx: exec.ctx, row })),
+        None => Prepared::Done,
+    })
+}
+
+/// Places a prepared call and records the provider's answer (in its own transaction).
+pub(crate) async fn place(
+    engine: &Engine,
+    job: StepJob,
+    attempt: u32,
+    call: Box<Call>,
+) -> Result<(), StepError> {
+    let pending = Pending::default();
+    let call = *call;
+    let exec = Exec::new(engine, call.ctx, job, attempt, &pending)?;
+    exec.place(call.row).await
 }
 
 impl Exec<'_> {
