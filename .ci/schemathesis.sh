@@ -35,7 +35,10 @@ curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/serve.log";
 
 TOKEN="$("$BIN" hooks create --name website-form --workflow always-open --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
 BASE="http://127.0.0.1:$PORT"
-COMMON=(--checks not_a_server_error,response_schema_conformance --max-examples "$EXAMPLES" --max-time "${SCHEMATHESIS_MAX_TIME:-30}" --seed 1 --workers 2 --report junit --report-dir "$WORK/report")
+# One worker: with two threads, hypothesis's ast.parse can hit CPython 3.11's spurious
+# "AST constructor recursion depth mismatch" SystemError (python/cpython#106905), a crash of
+# the fuzzer rather than a finding.
+COMMON=(--checks not_a_server_error,response_schema_conformance --max-examples "$EXAMPLES" --max-time "${SCHEMATHESIS_MAX_TIME:-30}" --seed 1 --workers 1 --report junit --report-dir "$WORK/report")
 
 echo "schemathesis: intake, with a hook token"
 st run "$BASE/openapi.json" "${COMMON[@]}" --include-path /v1/webhooks/inbound -H "Authorization: Bearer $TOKEN"

@@ -242,3 +242,33 @@ async fn execute(
     tx.commit().await?;
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(run_id: Uuid, n: i32, job_id: &str) -> Item {
+        let (done, _) = oneshot::channel();
+        Item {
+            job: StepJob { run_id, n },
+            job_id: job_id.to_owned(),
+            attempt: 1,
+            done,
+        }
+    }
+
+    #[test]
+    fn a_second_delivery_of_an_execution_runs_after_the_group() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let items = vec![
+            item(a, 1, "j1"),
+            item(b, 1, "j2"),
+            item(a, 1, "j3"),
+            item(a, 2, "j4"),
+        ];
+        let (group, alone) = split_repeats(items);
+        let ids = |v: &[Item]| v.iter().map(|i| i.job_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&group), ["j1", "j2", "j4"]);
+        assert_eq!(ids(&alone), ["j3"]);
+    }
+}
