@@ -716,3 +716,69 @@ async fn callbacks_ready_together_place_exactly_one_call_per_attempt() {
     assert_eq!(per_phone.len(), leads, "every lead was called");
     assert!(per_phone.values().all(|n| *n == 3), "{per_phone:?}");
 }
+
+#[tokio::test]
+async fn a_status_for_a_run_this_process_cannot_decide_is_recorded_and_its_step_retried() {
+    // The status arrives 2 s after the call, at a process restarted meanwhile without the
+    // run's workflow: it must still be recorded, and the step's failure shown, not lost.
+    let fake = FakeTwilio::start().await;
+    fake.set_default(Reply::created_then("completed"));
+    fake.set_callback_delay(Duration::from_secs(2));
+    let mut app = app(twilio(&fake), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0300")).await;
+    let placed = "SELECT count(*) FROM callback_attempts WHERE state = 'placed'";
+    eventually(
+        "the call recorded as placed",
+        Duration::from_secs(10),
+        || async {
+            let n: i64 = sqlx::query_scalar(placed)
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("count");
+            n == 1
+        },
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("lf-flows-{}", uuid::Uuid::new_v4().simple()));
+    let without = common::workflows_in(&dir, &["tests/fixtures/workflows/rules.toml"]);
+    app.workflows = std::sync::Arc::new(
+        leadflow::workflow::Workflows::load_dir(&without).expect("workflows load"),
+    );
+    app.crash_and_restart().await;
+
+    let done = "SELECT count(*) FROM callback_attempts WHERE state = 'done' AND outcome = 'called'";
+    eventually(
+        "the final status recorded",
+        Duration::from_secs(15),
+        || async {
+            let n: i64 = sqlx::query_scalar(done)
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("count");
+            n == 1
+        },
+    )
+    .await;
+    let answered: Vec<u16> = fake.callbacks().iter().map(|c| c.answered).collect();
+    assert!(
+        answered.iter().all(|code| *code == 204),
+        "every status callback accepted: {answered:?}"
+    );
+    // The woken step cannot decide without its workflow: its error and retries are visible.
+    let step = "SELECT status, coalesce(error, '') FROM steps WHERE name = 'callback'";
+    eventually(
+        "the step's failure recorded",
+        Duration::from_secs(15),
+        || async {
+            let (status, error): (String, String) = sqlx::query_as(step)
+                .fetch_one(&app.db.pool)
+                .await
+                .expect("step");
+            status == "retrying" && error.contains("not loaded")
+        },
+    )
+    .await;
+    let (_, view) = app.get_lead(&id).await;
+    assert_eq!(view["run"]["status"], "calling", "{view:#}");
+}
