@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::callback::{self, Call, Prepared};
+use super::callback::{self, Answer, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes};
 use crate::lead::Step;
 use crate::metrics::Pending;
@@ -38,6 +38,9 @@ const RUNNERS: usize = 2;
 pub struct Group {
     step: Step,
     sender: mpsc::Sender<Item>,
+    /// The callback step's: records the provider's answers to calls placed at the same time
+    /// in one transaction.
+    recorder: Option<Recorder>,
 }
 
 struct Item {
@@ -76,7 +79,12 @@ impl Group {
         for _ in 0..RUNNERS {
             tasks.spawn(run(engine.clone(), step, receiver.clone(), max));
         }
-        Group { step, sender }
+        let recorder = (step == Step::Callback).then(|| Recorder::start(engine, max, tasks));
+        Group {
+            step,
+            sender,
+            recorder,
+        }
     }
 
     /// Runs one delivery of a job of this group's step: in the next group, or alone when the
@@ -107,7 +115,10 @@ impl Group {
                 }
                 return async {
                     let result = match call {
-                        Some(call) => callback::place(engine, job, attempt, call).await,
+                        Some(call) => {
+                            let recorder = self.recorder.as_ref();
+                            callback::place(engine, job, job_id, attempt, call, recorder).await
+                        }
                         None => Ok(()),
                     };
                     super::conclude(engine, step, job, job_id, attempt, started, result).await
@@ -126,22 +137,8 @@ async fn run(
     receiver: Arc<Mutex<mpsc::Receiver<Item>>>,
     max: usize,
 ) {
-    loop {
-        let items = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut items = vec![first];
-            while items.len() < max {
-                match receiver.try_recv() {
-                    Ok(item) => items.push(item),
-                    Err(_) => break,
-                }
-            }
-            items
-        };
-        let (items, alone) = split_repeats(items);
+    while let Some(items) = next_batch(&receiver, max).await {
+        let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
         for item in alone {
             let _ = item.done.send(Reply::Alone);
         }
@@ -178,13 +175,27 @@ async fn run(
     }
 }
 
-/// Keeps the first delivery of each step execution; a second one in the same group (which
-/// would not see the first's writes) runs alone, after the group, and finds the step settled.
-fn split_repeats(items: Vec<Item>) -> (Vec<Item>, Vec<Item>) {
+/// The next items waiting on `receiver`: the first as soon as it comes, then whatever else is
+/// already there, up to `max`. `None` once every sender is gone.
+async fn next_batch<T>(receiver: &Mutex<mpsc::Receiver<T>>, max: usize) -> Option<Vec<T>> {
+    let mut receiver = receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut items = vec![first];
+    while items.len() < max {
+        match receiver.try_recv() {
+            Ok(item) => items.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(items)
+}
+
+/// Keeps the first item of each step execution (`key`: run and execution number); a second
+/// one in the same group (which would not see the first's writes) runs alone, after the
+/// group, and finds the step settled.
+fn split_repeats<T>(items: Vec<T>, key: impl Fn(&T) -> (Uuid, i32)) -> (Vec<T>, Vec<T>) {
     let mut seen = HashSet::new();
-    items
-        .into_iter()
-        .partition(|item| seen.insert((item.job.run_id, item.job.n)))
+    items.into_iter().partition(|item| seen.insert(key(item)))
 }
 
 /// The group's transaction. What it observed goes to `pending`, to be counted once the caller
@@ -243,6 +254,124 @@ async fn execute(
     Ok(outcome)
 }
 
+/// Group commit for the providers' answers: callback executions whose calls were answered at
+/// the same time record them in one transaction, with the locks taken as the status path
+/// takes them (step and run, in run order, before any attempt).
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    sender: mpsc::Sender<Answered>,
+}
+
+struct Answered {
+    job: StepJob,
+    job_id: String,
+    attempt: u32,
+    ctx: RunContext,
+    answer: Answer,
+    /// `true` once the group committed it; `false` to record it alone.
+    done: oneshot::Sender<bool>,
+}
+
+impl Recorder {
+    fn start(engine: Arc<Engine>, max: usize, tasks: &mut JoinSet<()>) -> Recorder {
+        let (sender, receiver) = mpsc::channel(max * RUNNERS);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..RUNNERS {
+            tasks.spawn(record_answers(engine.clone(), receiver.clone(), max));
+        }
+        Recorder { sender }
+    }
+
+    /// Records `answer` for execution `job` in the next group. `false` if the group could not:
+    /// the caller then records it alone.
+    pub(crate) async fn record(
+        &self,
+        job: StepJob,
+        job_id: &str,
+        attempt: u32,
+        ctx: RunContext,
+        answer: &Answer,
+    ) -> bool {
+        let (done, committed) = oneshot::channel();
+        let item = Answered {
+            job,
+            job_id: job_id.to_owned(),
+            attempt,
+            ctx,
+            answer: answer.clone(),
+            done,
+        };
+        self.sender.send(item).await.is_ok() && committed.await == Ok(true)
+    }
+}
+
+async fn record_answers(
+    engine: Arc<Engine>,
+    receiver: Arc<Mutex<mpsc::Receiver<Answered>>>,
+    max: usize,
+) {
+    while let Some(items) = next_batch(&receiver, max).await {
+        let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
+        for item in alone {
+            let _ = item.done.send(false);
+        }
+        let span = tracing::debug_span!("answer_group", size = items.len());
+        let pending = Pending::default();
+        let committed = match record_group(&engine, &items, &pending)
+            .instrument(span)
+            .await
+        {
+            Ok(()) => {
+                pending.committed();
+                true
+            }
+            Err(err) => {
+                pending.discard();
+                tracing::warn!(size = items.len(), error = %err,
+                    "answer group failed; its answers are recorded one by one");
+                false
+            }
+        };
+        for item in items {
+            let _ = item.done.send(committed);
+        }
+    }
+}
+
+async fn record_group(
+    engine: &Engine,
+    items: &[Answered],
+    pending: &Pending,
+) -> Result<(), StepError> {
+    let mut tx = engine.pool.begin().await?;
+    let keys: Vec<(Uuid, i32)> = items.iter().map(|i| (i.job.run_id, i.job.n)).collect();
+    let mut locked: HashMap<(Uuid, i32), _> =
+        RunContext::lock_steps(&mut tx, Step::Callback.as_str(), &keys)
+            .await?
+            .into_iter()
+            .collect();
+    for item in items {
+        let row = locked.remove(&(item.job.run_id, item.job.n));
+        let locked_ctx = row.map(|r| r.ctx);
+        let span = super::span(Step::Callback, item.job, &item.job_id, item.attempt);
+        span.record("lead_id", tracing::field::display(item.ctx.lead_id));
+        callback::record_answer(
+            &mut tx,
+            engine,
+            item.job,
+            item.attempt,
+            item.ctx.clone(),
+            locked_ctx.as_ref(),
+            &item.answer,
+            pending,
+        )
+        .instrument(span)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +395,7 @@ mod tests {
             item(a, 1, "j3"),
             item(a, 2, "j4"),
         ];
-        let (group, alone) = split_repeats(items);
+        let (group, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
         let ids = |v: &[Item]| v.iter().map(|i| i.job_id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&group), ["j1", "j2", "j4"]);
         assert_eq!(ids(&alone), ["j3"]);

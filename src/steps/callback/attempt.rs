@@ -15,7 +15,7 @@ use crate::db::At;
 use crate::lead::Step;
 use crate::queue::StepJob;
 use crate::steps::{RunContext, StepError};
-use crate::telephony::{CallRequest, PlaceError};
+use crate::telephony::{CallRequest, PlaceError, Placed};
 use crate::timeline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,10 +250,32 @@ pub(super) async fn earlier_outcomes(
         .collect())
 }
 
+/// What the provider answered to a request to place a call.
+pub(crate) type Answer = Result<Placed, PlaceError>;
+
 impl Exec<'_> {
-    /// Asks the provider to place the attempt's call (no transaction is held meanwhile), then
-    /// records its answer and moves the step on.
-    pub(super) async fn place(&self, row: AttemptRow) -> Result<(), StepError> {
+    /// [`Exec::record_answer`] in a transaction of its own.
+    pub(super) async fn record_alone(&self, answer: &Answer) -> Result<(), StepError> {
+        let mut tx = self.engine.pool.begin().await?;
+        // The step's and the run's locks before the attempt's, as everywhere (a status
+        // callback racing this answer takes them in the same order).
+        let locked = RunContext::lock_step(
+            &mut tx,
+            self.job.run_id,
+            Step::Callback.as_str(),
+            self.job.n,
+        )
+        .await?;
+        self.record_answer(&mut tx, locked.map(|l| l.ctx).as_ref(), answer)
+            .await?;
+        tx.commit().await?;
+        self.pending.committed();
+        tracing::debug!(step = %Step::Callback, "attempt recorded");
+        Ok(())
+    }
+
+    /// Asks the provider to place the attempt's call. No transaction is held meanwhile.
+    pub(super) async fn call(&self, row: &AttemptRow) -> Answer {
         let engine = self.engine;
         let settings = &engine.callbacks;
         let req = CallRequest {
@@ -274,29 +296,29 @@ impl Exec<'_> {
             tracing::Instrument::instrument(engine.provider.place(&req), span).await
         };
         engine.faults.after_place().await;
+        result
+    }
 
-        let mut tx = engine.pool.begin().await?;
+    /// Records the provider's answer and moves the step on, in the caller's transaction,
+    /// which holds the step's and the run's locks; `locked` is the run as locked there.
+    pub(super) async fn record_answer(
+        &self,
+        tx: &mut PgConnection,
+        locked: Option<&RunContext>,
+        answer: &Answer,
+    ) -> Result<(), StepError> {
+        let engine = self.engine;
+        let settings = &engine.callbacks;
         let now = engine.clock.now();
-        // The step's and the run's locks before the attempt's, as everywhere (a status
-        // callback racing this answer takes them in the same order).
-        let locked = RunContext::lock_step(
-            &mut tx,
-            self.job.run_id,
-            Step::Callback.as_str(),
-            self.job.n,
-        )
-        .await?;
         // A status callback may have settled the attempt while the request was out.
-        let Some(current) = current(&mut tx, self.job).await? else {
+        let Some(current) = current(tx, self.job).await? else {
             return Ok(());
         };
-        if current.state == State::Done && result.is_err() {
-            self.decide(&mut tx, &current, now).await?;
-            tx.commit().await?;
-            self.pending.committed();
+        if current.state == State::Done && answer.is_err() {
+            self.decide(tx, &current, now).await?;
             return Ok(());
         }
-        match result {
+        match answer {
             Ok(placed) => {
                 let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
@@ -311,7 +333,7 @@ impl Exec<'_> {
                 .await?;
                 let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
                 timeline::record(
-                    &mut tx,
+                    &mut *tx,
                     self.ctx.lead_id,
                     Some(self.ctx.run_id),
                     "call.placed",
@@ -321,18 +343,18 @@ impl Exec<'_> {
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
                     let placed_at = engine.clock.to_real(now);
-                    let ctx = locked.as_ref().map_or(&self.ctx, |l| &l.ctx);
+                    let ctx = locked.unwrap_or(&self.ctx);
                     self.pending
                         .push(speed::first_call(ctx, &self.team_id, placed_at));
                 }
                 let row = AttemptRow::from(row);
                 if row.state == State::Done {
-                    self.decide(&mut tx, &row, now).await?;
+                    self.decide(&mut *tx, &row, now).await?;
                 } else {
                     // A status callback wakes the step; if none comes, it asks the provider.
                     let check = jiff::SignedDuration::try_from(settings.reconcile_after)
                         .unwrap_or_default();
-                    self.wait(&mut tx, now.checked_add(check).unwrap_or(now), None)
+                    self.wait(&mut *tx, now.checked_add(check).unwrap_or(now), None)
                         .await?;
                 }
             }
@@ -343,12 +365,12 @@ impl Exec<'_> {
                     .delay_after(errors as u32, rand::random())
                 {
                     Some(delay) => {
-                        record_error(&mut tx, current.id, "retry", errors, &message, now).await?;
+                        record_error(&mut *tx, current.id, "retry", errors, message, now).await?;
                         let delay = jiff::SignedDuration::try_from(delay).unwrap_or_default();
                         let retry_at = now.checked_add(delay).unwrap_or(now);
                         let detail = json!({ "attempt": current.n, "error": message, "retry_at": retry_at, "tries": errors });
                         timeline::record(
-                            &mut tx,
+                            &mut *tx,
                             self.ctx.lead_id,
                             Some(self.ctx.run_id),
                             "call.provider_error",
@@ -356,48 +378,48 @@ impl Exec<'_> {
                             detail,
                         )
                         .await?;
-                        self.wait(&mut tx, retry_at, None).await?;
+                        self.wait(&mut *tx, retry_at, None).await?;
                     }
                     None => {
-                        record_error(&mut tx, current.id, "done", errors, &message, now).await?;
+                        record_error(&mut *tx, current.id, "done", errors, message, now).await?;
                         let a = self
-                            .settle(&mut tx, current.id, Outcome::Failed, now)
+                            .settle(&mut *tx, current.id, Outcome::Failed, now)
                             .await?;
                         let reason = format!(
                             "the provider stayed unavailable for {errors} tries: {message}"
                         );
-                        self.finish(&mut tx, crate::lead::RunStatus::Failed, &reason, &a)
+                        self.finish(&mut *tx, crate::lead::RunStatus::Failed, &reason, &a)
                             .await?;
                     }
                 }
             }
             Err(PlaceError::Permanent(message)) => {
                 record_error(
-                    &mut tx,
+                    &mut *tx,
                     current.id,
                     "done",
                     current.place_errors,
-                    &message,
+                    message,
                     now,
                 )
                 .await?;
-                let refusal = Outcome::of_refusal(&message);
-                let a = self.settle(&mut tx, current.id, refusal, now).await?;
-                self.decide(&mut tx, &a, now).await?;
+                let refusal = Outcome::of_refusal(message);
+                let a = self.settle(&mut *tx, current.id, refusal, now).await?;
+                self.decide(&mut *tx, &a, now).await?;
             }
             Err(PlaceError::Unknown(message)) => {
                 record_error(
-                    &mut tx,
+                    &mut *tx,
                     current.id,
                     "unknown",
                     current.place_errors,
-                    &message,
+                    message,
                     now,
                 )
                 .await?;
                 let detail = json!({ "attempt": current.n, "error": message });
                 timeline::record(
-                    &mut tx,
+                    &mut *tx,
                     self.ctx.lead_id,
                     Some(self.ctx.run_id),
                     "call.unknown",
@@ -407,13 +429,10 @@ impl Exec<'_> {
                 .await?;
                 let window =
                     jiff::SignedDuration::try_from(settings.unknown_window).unwrap_or_default();
-                self.wait(&mut tx, now.checked_add(window).unwrap_or(now), None)
+                self.wait(&mut *tx, now.checked_add(window).unwrap_or(now), None)
                     .await?;
             }
         }
-        tx.commit().await?;
-        self.pending.committed();
-        tracing::debug!(step = %Step::Callback, "attempt recorded");
         Ok(())
     }
 }

@@ -24,12 +24,14 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use sqlx::PgConnection;
 
+use super::group::Recorder;
 use super::{Engine, RunContext, StepError};
 use crate::lead::{RunStatus, Step};
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::timeline;
 use crate::workflow::{Team, Workflow};
+pub(crate) use attempt::Answer;
 use attempt::{AttemptRow, State};
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
@@ -91,7 +93,7 @@ pub(super) async fn execute(
     tx.commit().await?;
     pending.committed();
     match prepared {
-        Prepared::Call(call) => place(engine, job, attempt, call).await,
+        Prepared::Call(call) => place(engine, job, job_id, attempt, call, None).await,
         Prepared::Done | Prepared::Alone => Ok(()),
     }
 }
@@ -163,17 +165,46 @@ pub(crate) async fn prepare(
     })
 }
 
-/// Places a prepared call and records the provider's answer (in its own transaction).
+/// Places a prepared call, then records the provider's answer: with `recorder`, in a group
+/// with other answers that came at the same time, else (or if the group failed) in a
+/// transaction of its own.
 pub(crate) async fn place(
     engine: &Engine,
     job: StepJob,
+    job_id: &str,
     attempt: u32,
     call: Box<Call>,
+    recorder: Option<&Recorder>,
 ) -> Result<(), StepError> {
     let pending = Pending::default();
-    let call = *call;
-    let exec = Exec::new(engine, call.ctx, job, attempt, &pending)?;
-    exec.place(call.row).await
+    let Call { ctx, row } = *call;
+    let exec = Exec::new(engine, ctx, job, attempt, &pending)?;
+    let answer = exec.call(&row).await;
+    if let Some(recorder) = recorder
+        && recorder
+            .record(job, job_id, attempt, exec.ctx.clone(), &answer)
+            .await
+    {
+        return Ok(());
+    }
+    exec.record_alone(&answer).await
+}
+
+/// Records a provider's answer for execution `job` in the caller's (a group's) transaction,
+/// which holds the step's and the run's locks; `locked` is the run as locked there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_answer(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    job: StepJob,
+    attempt: u32,
+    ctx: RunContext,
+    locked: Option<&RunContext>,
+    answer: &Answer,
+    pending: &Pending,
+) -> Result<(), StepError> {
+    let exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    exec.record_answer(tx, locked, answer).await
 }
 
 impl Exec<'_> {
