@@ -116,6 +116,15 @@ where
     }
 }
 
+/// Whether the count `sql` returns is `n`.
+async fn count_is(app: &TestApp, sql: &str, n: i64) -> bool {
+    let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count");
+    got == n
+}
+
 fn ts(v: &Value) -> Timestamp {
     v.as_str()
         .expect("timestamp text")
@@ -731,13 +740,7 @@ async fn a_status_for_a_run_this_process_cannot_decide_is_recorded_and_its_step_
     eventually(
         "the call recorded as placed",
         Duration::from_secs(10),
-        || async {
-            let n: i64 = sqlx::query_scalar(placed)
-                .fetch_one(&app.db.pool)
-                .await
-                .expect("count");
-            n == 1
-        },
+        || count_is(&app, placed, 1),
     )
     .await;
     let dir = std::env::temp_dir().join(format!("lf-flows-{}", uuid::Uuid::new_v4().simple()));
@@ -748,17 +751,9 @@ async fn a_status_for_a_run_this_process_cannot_decide_is_recorded_and_its_step_
     app.crash_and_restart().await;
 
     let done = "SELECT count(*) FROM callback_attempts WHERE state = 'done' AND outcome = 'called'";
-    eventually(
-        "the final status recorded",
-        Duration::from_secs(15),
-        || async {
-            let n: i64 = sqlx::query_scalar(done)
-                .fetch_one(&app.db.pool)
-                .await
-                .expect("count");
-            n == 1
-        },
-    )
+    eventually("the final status recorded", Duration::from_secs(15), || {
+        count_is(&app, done, 1)
+    })
     .await;
     let answered: Vec<u16> = fake.callbacks().iter().map(|c| c.answered).collect();
     assert!(
