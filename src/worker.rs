@@ -64,8 +64,7 @@ impl Workers {
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
-            let queue = Queue { step, group };
-            tasks.spawn(supervise(engine, settings, queue, pauses.clone(), stop_rx));
+            tasks.spawn(supervise(engine, settings, group, pauses.clone(), stop_rx));
         }
         match retention::schedule(&settings.retention_cron) {
             Ok(schedule) => {
@@ -112,17 +111,10 @@ impl Workers {
     }
 }
 
-/// A worker step's queue, with its group commit.
-#[derive(Clone)]
-struct Queue {
-    step: Step,
-    group: Group,
-}
-
 async fn supervise(
     engine: Arc<Engine>,
     settings: WorkerSettings,
-    queue: Queue,
+    group: Group,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -131,7 +123,7 @@ async fn supervise(
         _ = pauses.wait_loaded() => {}
         _ = stop.wait_for(|s| *s) => return,
     }
-    let step = queue.step;
+    let step = group.step();
     let mut pause = Duration::from_millis(500);
     loop {
         let name = worker_name(step);
@@ -139,7 +131,7 @@ async fn supervise(
         let result = run_worker(
             engine.clone(),
             &settings,
-            queue.clone(),
+            group.clone(),
             &name,
             pauses.clone(),
             stop.clone(),
@@ -195,14 +187,13 @@ async fn release_claimed(pool: &sqlx::PgPool, worker: &str) {
 async fn run_worker(
     engine: Arc<Engine>,
     settings: &WorkerSettings,
-    queue: Queue,
+    group: Group,
     name: &str,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), apalis::prelude::WorkerError> {
     let pool = engine.pool.clone();
-    let step = queue.step;
-    let group = queue.group;
+    let step = group.step();
     let queue = queue::queue_name(step);
     let (beat, missed) = liveness(settings.rescue_after());
     // A fetched job is already ours: `get_jobs` claims it with SKIP LOCKED, marks it `Queued`

@@ -74,17 +74,24 @@ impl Group {
     /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
     pub fn start(engine: Arc<Engine>, step: Step, max: usize, tasks: &mut JoinSet<()>) -> Group {
         let max = max.max(1);
-        let (sender, receiver) = mpsc::channel(max * RUNNERS);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..RUNNERS {
-            tasks.spawn(run(engine.clone(), step, receiver.clone(), max));
-        }
-        let recorder = (step == Step::Callback).then(|| Recorder::start(engine, max, tasks));
+        let recorder = (step == Step::Callback).then(|| {
+            let engine = engine.clone();
+            Recorder {
+                sender: spawn_runners(tasks, max, move |items| {
+                    record_answers(engine.clone(), items)
+                }),
+            }
+        });
         Group {
             step,
-            sender,
+            sender: spawn_runners(tasks, max, move |items| run(engine.clone(), step, items)),
             recorder,
         }
+    }
+
+    /// The step whose executions this group runs.
+    pub fn step(&self) -> Step {
+        self.step
     }
 
     /// Runs one delivery of a job of this group's step: in the next group, or alone when the
@@ -131,45 +138,60 @@ impl Group {
     }
 }
 
-async fn run(
-    engine: Arc<Engine>,
-    step: Step,
-    receiver: Arc<Mutex<mpsc::Receiver<Item>>>,
-    max: usize,
-) {
-    while let Some(items) = next_batch(&receiver, max).await {
-        let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
-        for item in alone {
-            let _ = item.done.send(Reply::Alone);
-        }
-        let span = tracing::debug_span!("step_group", %step, size = items.len());
-        let pending = Pending::default();
-        match execute(&engine, step, &items, &pending)
-            .instrument(span)
-            .await
-        {
-            Ok(mut outcome) => {
-                pending.committed();
-                for item in items {
-                    let key = (item.job.run_id, item.job.n);
-                    let reply = if outcome.alone.contains(&key) {
-                        Reply::Alone
-                    } else {
-                        Reply::Committed {
-                            lead_id: outcome.leads.remove(&key),
-                            call: outcome.calls.remove(&key),
-                        }
-                    };
-                    let _ = item.done.send(reply);
-                }
+/// Starts [`RUNNERS`] tasks on `tasks`, each taking the next batch of up to `max` items from
+/// one shared channel and handing it to `work`. They end once every sender is dropped.
+fn spawn_runners<T, F, Fut>(tasks: &mut JoinSet<()>, max: usize, work: F) -> mpsc::Sender<T>
+where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(max * RUNNERS);
+    let receiver = Arc::new(Mutex::new(receiver));
+    for _ in 0..RUNNERS {
+        let (receiver, work) = (receiver.clone(), work.clone());
+        tasks.spawn(async move {
+            while let Some(items) = next_batch(&receiver, max).await {
+                work(items).await;
             }
-            Err(err) => {
-                pending.discard();
-                tracing::warn!(%step, size = items.len(), error = %err,
-                    "step group failed; its executions run one by one");
-                for item in items {
-                    let _ = item.done.send(Reply::Alone);
-                }
+        });
+    }
+    sender
+}
+
+/// Runs one batch of step executions as a group and tells each how it went.
+async fn run(engine: Arc<Engine>, step: Step, items: Vec<Item>) {
+    let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
+    for item in alone {
+        let _ = item.done.send(Reply::Alone);
+    }
+    let span = tracing::debug_span!("step_group", %step, size = items.len());
+    let pending = Pending::default();
+    match execute(&engine, step, &items, &pending)
+        .instrument(span)
+        .await
+    {
+        Ok(mut outcome) => {
+            pending.committed();
+            for item in items {
+                let key = (item.job.run_id, item.job.n);
+                let reply = if outcome.alone.contains(&key) {
+                    Reply::Alone
+                } else {
+                    Reply::Committed {
+                        lead_id: outcome.leads.remove(&key),
+                        call: outcome.calls.remove(&key),
+                    }
+                };
+                let _ = item.done.send(reply);
+            }
+        }
+        Err(err) => {
+            pending.discard();
+            tracing::warn!(%step, size = items.len(), error = %err,
+                "step group failed; its executions run one by one");
+            for item in items {
+                let _ = item.done.send(Reply::Alone);
             }
         }
     }
@@ -273,15 +295,6 @@ struct Answered {
 }
 
 impl Recorder {
-    fn start(engine: Arc<Engine>, max: usize, tasks: &mut JoinSet<()>) -> Recorder {
-        let (sender, receiver) = mpsc::channel(max * RUNNERS);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..RUNNERS {
-            tasks.spawn(record_answers(engine.clone(), receiver.clone(), max));
-        }
-        Recorder { sender }
-    }
-
     /// Records `answer` for execution `job` in the next group. `false` if the group could not:
     /// the caller then records it alone.
     pub(crate) async fn record(
@@ -305,36 +318,31 @@ impl Recorder {
     }
 }
 
-async fn record_answers(
-    engine: Arc<Engine>,
-    receiver: Arc<Mutex<mpsc::Receiver<Answered>>>,
-    max: usize,
-) {
-    while let Some(items) = next_batch(&receiver, max).await {
-        let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
-        for item in alone {
-            let _ = item.done.send(false);
+/// Records one batch of answers as a group and tells each whether it was committed.
+async fn record_answers(engine: Arc<Engine>, items: Vec<Answered>) {
+    let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
+    for item in alone {
+        let _ = item.done.send(false);
+    }
+    let span = tracing::debug_span!("answer_group", size = items.len());
+    let pending = Pending::default();
+    let committed = match record_group(&engine, &items, &pending)
+        .instrument(span)
+        .await
+    {
+        Ok(()) => {
+            pending.committed();
+            true
         }
-        let span = tracing::debug_span!("answer_group", size = items.len());
-        let pending = Pending::default();
-        let committed = match record_group(&engine, &items, &pending)
-            .instrument(span)
-            .await
-        {
-            Ok(()) => {
-                pending.committed();
-                true
-            }
-            Err(err) => {
-                pending.discard();
-                tracing::warn!(size = items.len(), error = %err,
-                    "answer group failed; its answers are recorded one by one");
-                false
-            }
-        };
-        for item in items {
-            let _ = item.done.send(committed);
+        Err(err) => {
+            pending.discard();
+            tracing::warn!(size = items.len(), error = %err,
+                "answer group failed; its answers are recorded one by one");
+            false
         }
+    };
+    for item in items {
+        let _ = item.done.send(committed);
     }
 }
 

@@ -5,7 +5,7 @@
 //! record the output, move the run, and enqueue the next step — all committed together, so the
 //! graph never forks or stalls. A failure is recorded in its own transaction with the next
 //! attempt time, which is also written to the job's `run_at`: retries survive restarts.
-//! Qualify and route executions that are ready together share that transaction ([`Group`]).
+//! Executions of a step that are ready together share that transaction ([`Group`]).
 
 pub mod callback;
 mod context;

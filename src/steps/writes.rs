@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{RunContext, StepError, Transition};
 use crate::lead::{RunStatus, Step};
 use crate::metrics::Observation;
-use crate::queue::{NewJob, StepJob};
+use crate::queue::{self, NewJob, StepJob};
 use crate::timeline;
 
 /// The writes of the transitions added so far, all of executions of one step.
@@ -131,7 +131,7 @@ impl Writes {
     /// transaction commits.
     pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Vec<Observation>, StepError> {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
-        for step in [Step::Qualify, Step::Route, Step::Callback] {
+        for step in queue::WORKER_STEPS {
             let mut jobs: Vec<NewJob> = self
                 .next
                 .iter()

@@ -180,9 +180,10 @@ pub(super) async fn apply_on(
     .fetch_optional(&mut *tx)
     .await?;
     let t = target.ok_or(OutcomeError::NoAttempt(attempt_id))?;
-    let was_uncertain = matches!(State::parse(&t.state), State::Placing | State::Unknown);
+    let state = State::parse(&t.state);
+    let was_uncertain = matches!(state, State::Placing | State::Unknown);
     let mut progress = Progress {
-        state: State::parse(&t.state),
+        state,
         status_rank: t.status_rank,
         call_status: None,
         provider_call_id: t.provider_call_id.clone(),
