@@ -19,8 +19,14 @@ unset DATABASE_URL
 "$BIN" serve >"$WORK/serve.log" 2>&1 &
 SERVE=$!
 cleanup() {
+  status=$?
   kill -TERM "$SERVE" 2>/dev/null || true
   wait "$SERVE" 2>/dev/null || true
+  # A 5xx is logged by the service with its cause; show it, the fuzzer only sees the status.
+  if [ "$status" -ne 0 ]; then
+    echo "schemathesis: the service's warnings and errors:"
+    grep -E "WARN|ERROR" "$WORK/serve.log" | tail -n 40 || true
+  fi
   CLUSTER="$(cat "$WORK/data/cluster-location" 2>/dev/null || true)"
   [ -n "$CLUSTER" ] && rm -rf "$CLUSTER"
   rm -rf "$WORK"

@@ -628,3 +628,46 @@ async fn replays_start_from_a_step_and_are_refused_while_a_run_is_going() {
     .await;
     assert_eq!(code, 404);
 }
+
+/// A worker holds a run of the lead and then writes the lead's timeline while a replay of the
+/// same lead is waiting for that run: the two must queue up, not deadlock (PostgreSQL would
+/// fail one of them, a 500 for the operator or a failed step for the worker).
+#[tokio::test]
+async fn a_replay_waits_for_a_worker_holding_the_run_without_a_deadlock() {
+    let app = app(true).await;
+    let hook = app.hook("website-form", "rules", true).await;
+    let id = submit(&app, &hook.token, &lead("website-form", 90, |_| {})).await;
+    app.wait_for_run(&id, "routed", Duration::from_secs(20))
+        .await;
+    let lead_id: uuid::Uuid = id.parse().expect("lead id");
+
+    // The "worker": the run's lock first, then (while the replay waits) a timeline event.
+    let mut worker = app.db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM runs WHERE lead_id = $1 FOR UPDATE")
+        .bind(lead_id)
+        .execute(&mut *worker)
+        .await
+        .expect("lock the run");
+    let path = format!("/v1/leads/{id}/replay");
+    let worker_side = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sqlx::query("INSERT INTO timeline (lead_id, event) VALUES ($1, 'test.worker')")
+            .bind(lead_id)
+            .execute(&mut *worker)
+            .await?;
+        // Past PostgreSQL's deadlock_timeout (1 s), so a deadlock would have been broken.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        worker.commit().await
+    };
+    let (worker_done, (code, body)) = tokio::join!(worker_side, post(&app, &path, None));
+    assert!(
+        worker_done.is_ok(),
+        "the worker's write failed: {worker_done:?}"
+    );
+    assert_eq!(
+        code, 202,
+        "the replay went through after the worker: {body}"
+    );
+    app.wait_for_run(&id, "routed", Duration::from_secs(20))
+        .await;
+}

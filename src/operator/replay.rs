@@ -5,6 +5,11 @@
 //! Race-free: the lead row is locked first, so two replays of one lead queue up and the second
 //! sees the first's run; the latest run must have ended (a worker never changes an ended run),
 //! and the new run's jobs are keyed by its own id, so they can never collide with the old ones.
+//!
+//! The locks are `FOR NO KEY UPDATE`, not `FOR UPDATE`: a worker holding a run of the lead
+//! inserts timeline events, which take `FOR KEY SHARE` on the lead. Under `FOR UPDATE` that
+//! insert waits for the replay while the replay waits for the worker's run: a deadlock that
+//! PostgreSQL breaks by failing one side (a 500 to the operator).
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -72,7 +77,7 @@ pub async fn replay(
     let mut tx = pool.begin().await?;
     let lead: LeadRow = sqlx::query_as(
         "SELECT l.workflow, l.submission, l.accepted, h.auto_callback AS hook_auto_callback \
-         FROM leads l JOIN hooks h ON h.id = l.hook_id WHERE l.id = $1 FOR UPDATE OF l",
+         FROM leads l JOIN hooks h ON h.id = l.hook_id WHERE l.id = $1 FOR NO KEY UPDATE OF l",
     )
     .bind(lead_id)
     .fetch_optional(&mut *tx)
@@ -80,7 +85,7 @@ pub async fn replay(
     .ok_or_else(|| OperatorError::NotFound(format!("No lead {lead_id}")))?;
     let old: OldRun = sqlx::query_as(
         "SELECT id, status, team FROM runs WHERE lead_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT 1 FOR UPDATE",
+         ORDER BY created_at DESC, id DESC LIMIT 1 FOR NO KEY UPDATE",
     )
     .bind(lead_id)
     .fetch_optional(&mut *tx)
