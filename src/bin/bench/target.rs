@@ -195,11 +195,26 @@ impl Bench {
         .execute(&self.pool)
         .await
         .context("emptying the lead tables")?;
+        self.analyze().await
+    }
+
+    /// Vacuums and analyzes the bench database, as autovacuum does within a minute of a
+    /// table's growth on a live system. The measured process starts after it, so its
+    /// cached plans are made against the tables as they are.
+    pub async fn analyze(&self) -> Result<()> {
         sqlx::query("VACUUM ANALYZE")
             .execute(&self.pool)
             .await
             .context("vacuuming")?;
         Ok(())
+    }
+
+    /// The database's clock, to tell a phase's runs from earlier ones.
+    pub async fn clock(&self) -> Result<Since> {
+        let (now,): (String,) = sqlx::query_as("SELECT now()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Since(now))
     }
 
     /// Committed plus rolled-back transactions of the bench database so far. Backends
@@ -268,20 +283,30 @@ impl Bench {
 
     /// Waits until `expected` runs have ended; returns how long that took from the call
     /// and how the runs ended.
-    pub async fn wait_for_runs(&self, expected: usize, within: Duration) -> Result<Finished> {
+    pub async fn wait_for_runs(
+        &self,
+        expected: usize,
+        since: &Since,
+        within: Duration,
+    ) -> Result<Finished> {
         let started = Instant::now();
         let mut last_report = Instant::now();
         loop {
             let (ended, called): (i64, i64) = sqlx::query_as(
                 "SELECT count(*) FILTER (WHERE status NOT IN ('running', 'scheduled', 'calling')), \
-                        count(*) FILTER (WHERE status = 'called') FROM runs",
+                        count(*) FILTER (WHERE status = 'called') FROM runs \
+                 WHERE created_at >= $1::timestamptz",
             )
+            .bind(&since.0)
             .fetch_one(&self.pool)
             .await?;
             if ended as usize >= expected {
                 let (steps,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM steps WHERE name <> 'validate' AND status = 'ok'",
+                    "SELECT count(*) FROM steps s JOIN runs r ON r.id = s.run_id \
+                     WHERE s.name <> 'validate' AND s.status = 'ok' \
+                       AND r.created_at >= $1::timestamptz",
                 )
+                .bind(&since.0)
                 .fetch_one(&self.pool)
                 .await?;
                 return Ok(Finished {
@@ -304,12 +329,13 @@ impl Bench {
     }
 
     /// Lead accepted → first call placed, in milliseconds, for every lead called.
-    pub async fn speed_to_lead(&self) -> Result<Vec<f64>> {
+    pub async fn speed_to_lead(&self, since: &Since) -> Result<Vec<f64>> {
         let rows: Vec<(f64,)> = sqlx::query_as(
             "SELECT (extract(epoch FROM a.placed_at - l.received_at) * 1000)::float8 \
              FROM callback_attempts a JOIN leads l ON l.id = a.lead_id \
-             WHERE a.n = 1 AND a.placed_at IS NOT NULL",
+             WHERE a.n = 1 AND a.placed_at IS NOT NULL AND l.received_at >= $1::timestamptz",
         )
+        .bind(&since.0)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|(ms,)| ms).collect())
@@ -324,6 +350,9 @@ impl Bench {
         }
     }
 }
+
+/// A point on the database's clock: what a phase created is at or after it.
+pub struct Since(String);
 
 /// The end of a pipeline phase.
 #[derive(Debug)]
