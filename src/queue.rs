@@ -175,6 +175,19 @@ pub async fn announce(conn: &mut PgConnection, step: Step, id: &str) -> Result<(
     Ok(())
 }
 
+/// Records jobs `ids` as done by their first attempt, as apalis acknowledges a handler's
+/// success: for executions run in the transaction that created them.
+pub async fn mark_done(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Done', attempts = 1, run_at = now(), done_at = now(), \
+         last_result = '{\"Ok\": null}' WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Ends job `id` unrun when what it waited for was done elsewhere (in the same transaction);
 /// a worker that has already claimed it finds its step settled and does nothing.
 pub async fn retire(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {

@@ -60,7 +60,13 @@ impl Workers {
                 .run(settings.poll_interval(), stop.subscribe()),
         );
         for step in queue::WORKER_STEPS {
-            let group = Group::start(engine.clone(), step, settings.batch_size, &mut tasks);
+            let group = Group::start(
+                engine.clone(),
+                step,
+                settings.batch_size,
+                pauses.clone(),
+                &mut tasks,
+            );
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();

@@ -466,3 +466,79 @@ async fn a_lead_that_breaks_its_group_fails_alone_and_the_others_go_on() {
         7
     );
 }
+
+/// How a run's route step was carried out: whether it was settled in the same transaction
+/// as qualify (same `finished_at`, the transaction's time), and its job's state and claim.
+async fn route_record(app: &TestApp, lead: &str) -> (bool, String, i32, bool) {
+    sqlx::query_as(
+        "SELECT q.finished_at IS NOT DISTINCT FROM r.finished_at, j.status, j.attempts, j.lock_by IS NOT NULL \
+         FROM runs ru JOIN steps q ON q.run_id = ru.id AND q.name = 'qualify' \
+         JOIN steps r ON r.run_id = ru.id AND r.name = 'route' \
+         JOIN apalis.jobs j ON j.id = r.job_id WHERE ru.lead_id = $1::uuid",
+    )
+    .bind(lead)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("route record")
+}
+
+async fn queue_action(app: &TestApp, queue: &str, action: &str) {
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/queues/{queue}/{action}")))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert!(resp.status().is_success(), "{action} {queue}");
+    // Workers see pauses within one poll interval (50 ms in tests); ten are left.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", false).await;
+    let first = submit(&app, &hook.token, &lead("rules-form", 300, |_| {})).await;
+    app.wait_for_run(&first, "routed", Duration::from_secs(20))
+        .await;
+    // Routed inside qualify's transaction: its job done at the first attempt, never claimed
+    // by a route worker.
+    assert_eq!(
+        route_record(&app, &first).await,
+        (true, "Done".to_owned(), 1, false)
+    );
+
+    // With the route queue paused, qualify leaves the route job waiting in the queue.
+    queue_action(&app, "route", "pause").await;
+    let second = submit(&app, &hook.token, &lead("rules-form", 301, |_| {})).await;
+    let qualified = "SELECT count(*) FROM steps s JOIN runs r ON r.id = s.run_id \
+                     WHERE r.lead_id = $1::uuid AND s.name = 'qualify' AND s.status = 'ok'";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar(qualified)
+            .bind(&second)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("qualify status");
+        if n == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never qualified");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view) = app.get_lead(&second).await;
+    assert_eq!(view["run"]["status"], "running", "{view}");
+    let (_, status, attempts, _) = route_record(&app, &second).await;
+    assert_eq!((status.as_str(), attempts), ("Pending", 0));
+
+    // Resumed, a route worker claims and runs it, in a transaction of its own.
+    queue_action(&app, "route", "resume").await;
+    app.wait_for_run(&second, "routed", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        route_record(&app, &second).await,
+        (false, "Done".to_owned(), 1, true)
+    );
+}

@@ -2,14 +2,17 @@
 //! transaction rolls back is delivered again; counting on the spot would count it twice.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use metrics::{counter, histogram};
 
 use super::{CALLBACK_ATTEMPTS, RUNS_FINISHED, SPEED_TO_LEAD};
-use crate::lead::RunStatus;
+use crate::lead::{RunStatus, Step};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
+    /// A step execution succeeded inside another's transaction (qualify's route).
+    StepRan { step: Step, elapsed: Duration },
     /// A live run reached a terminal status.
     RunFinished { workflow: String, status: RunStatus },
     /// A call attempt got its final outcome.
@@ -25,6 +28,9 @@ pub enum Observation {
 impl Observation {
     pub fn record(self) {
         match self {
+            Observation::StepRan { step, elapsed } => {
+                super::step_run(step, super::StepOutcome::Ok, elapsed);
+            }
             Observation::RunFinished { workflow, status } => {
                 counter!(RUNS_FINISHED, "workflow" => workflow, "status" => status.as_str())
                     .increment(1);

@@ -23,9 +23,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::callback::{self, Answer, Call, Prepared};
-use super::{Engine, RunContext, StepError, Writes};
+use super::{Engine, RunContext, StepError, Writes, fused};
 use crate::lead::Step;
 use crate::metrics::Pending;
+use crate::pause::PauseBoard;
 use crate::queue::StepJob;
 
 /// Transactions of one step's group open at once in a process: one group collects while the
@@ -72,7 +73,14 @@ struct Outcome {
 
 impl Group {
     /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
-    pub fn start(engine: Arc<Engine>, step: Step, max: usize, tasks: &mut JoinSet<()>) -> Group {
+    /// `pauses` tells qualify's groups whether they may route their leads themselves.
+    pub fn start(
+        engine: Arc<Engine>,
+        step: Step,
+        max: usize,
+        pauses: Arc<PauseBoard>,
+        tasks: &mut JoinSet<()>,
+    ) -> Group {
         let max = max.max(1);
         let recorder = (step == Step::Callback).then(|| {
             let engine = engine.clone();
@@ -84,7 +92,9 @@ impl Group {
         });
         Group {
             step,
-            sender: spawn_runners(tasks, max, move |items| run(engine.clone(), step, items)),
+            sender: spawn_runners(tasks, max, move |items| {
+                run(engine.clone(), pauses.clone(), step, items)
+            }),
             recorder,
         }
     }
@@ -160,14 +170,14 @@ where
 }
 
 /// Runs one batch of step executions as a group and tells each how it went.
-async fn run(engine: Arc<Engine>, step: Step, items: Vec<Item>) {
+async fn run(engine: Arc<Engine>, pauses: Arc<PauseBoard>, step: Step, items: Vec<Item>) {
     let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
     for item in alone {
         let _ = item.done.send(Reply::Alone);
     }
     let span = tracing::debug_span!("step_group", %step, size = items.len());
     let pending = Pending::default();
-    match execute(&engine, step, &items, &pending)
+    match execute(&engine, &pauses, step, &items, &pending)
         .instrument(span)
         .await
     {
@@ -224,6 +234,7 @@ fn split_repeats<T>(items: Vec<T>, key: impl Fn(&T) -> (Uuid, i32)) -> (Vec<T>, 
 /// knows it committed.
 async fn execute(
     engine: &Engine,
+    pauses: &PauseBoard,
     step: Step,
     items: &[Item],
     pending: &Pending,
@@ -242,6 +253,11 @@ async fn execute(
         ..Outcome::default()
     };
     let mut writes = Writes::new(step);
+    let route_here = step == Step::Qualify && fused::may_route(engine, pauses);
+    if route_here {
+        writes.run_here(Step::Route);
+    }
+    let mut contexts = HashMap::new();
     for item in items {
         let key = (item.job.run_id, item.job.n);
         let row = locked.remove(&key);
@@ -252,7 +268,11 @@ async fn execute(
                 return Ok(());
             };
             if step != Step::Callback {
-                return super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await;
+                super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
+                if route_here {
+                    contexts.insert(ctx.run_id, ctx);
+                }
+                return Ok(());
             }
             match callback::prepare(&mut tx, engine, ctx, job, attempt, pending, false).await? {
                 Prepared::Call(call) => {
@@ -269,9 +289,11 @@ async fn execute(
         .await;
         decided?;
     }
-    for ended in writes.flush(&mut tx).await? {
+    let flushed = writes.flush(&mut tx).await?;
+    for ended in flushed.ended {
         pending.push(ended);
     }
+    fused::route(&mut tx, engine, &flushed.here, &contexts, pending).await?;
     tx.commit().await?;
     Ok(outcome)
 }

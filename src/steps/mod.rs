@@ -11,6 +11,7 @@ pub mod callback;
 mod context;
 mod engine;
 pub mod faults;
+mod fused;
 mod group;
 mod qualify;
 mod route;
@@ -217,7 +218,7 @@ async fn execute(
     engine.faults.check(step).await?;
     let mut writes = Writes::new(step);
     decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
-    let ended = writes.flush(&mut tx).await?;
+    let ended = writes.flush(&mut tx).await?.ended;
     tx.commit().await?;
     for ended in ended {
         ended.record();
@@ -264,15 +265,16 @@ pub async fn enqueue(
         run_at,
         max_attempts,
     };
-    enqueue_all(conn, step, &[new]).await
+    enqueue_all(conn, step, &[new]).await?;
+    Ok(())
 }
 
-/// [`enqueue`] for several executions of `step`, in two statements.
+/// [`enqueue`] for several executions of `step`, in two statements. Returns their job ids.
 pub(crate) async fn enqueue_all(
     conn: &mut PgConnection,
     step: Step,
     jobs: &[NewJob],
-) -> Result<(), StepError> {
+) -> Result<Vec<String>, StepError> {
     let ids = queue::push_steps(conn, step, jobs).await?;
     let runs: Vec<Uuid> = jobs.iter().map(|j| j.job.run_id).collect();
     let ns: Vec<i32> = jobs.iter().map(|j| j.job.n).collect();
@@ -298,7 +300,7 @@ pub(crate) async fn enqueue_all(
     .bind(&run_ats)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(ids)
 }
 
 async fn set_step(

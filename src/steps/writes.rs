@@ -23,7 +23,22 @@ pub(crate) struct Writes {
     events: Vec<timeline::Entry>,
     /// Teams chosen for runs whose transition is not added yet.
     teams: HashMap<Uuid, String>,
+    /// The step whose next executions run in this same transaction (see [`Writes::run_here`]).
+    here: Option<Step>,
 }
+
+/// What [`Writes::flush`] wrote that the caller acts on.
+pub(crate) struct Flushed {
+    /// The runs this ended, to be counted once the transaction commits.
+    pub ended: Vec<Observation>,
+    /// The new executions of the [`Writes::run_here`] step, with their job ids.
+    pub here: Vec<(StepJob, String)>,
+}
+
+/// How far ahead an execution run in its creator's transaction is scheduled: its job row
+/// must not be due (apalis's insert trigger wakes workers only for due jobs), and it is done
+/// before the transaction commits, so the value is never seen.
+const HERE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// A step row to settle: which execution, its delivery count, what it produced.
 pub(crate) struct Settle {
@@ -51,7 +66,15 @@ impl Writes {
             runs: Vec::new(),
             events: Vec::new(),
             teams: HashMap::new(),
+            here: None,
         }
+    }
+
+    /// The next executions of `step` will run in this transaction, right after the flush:
+    /// their jobs are written not due, so that no worker is woken for them, and the flush
+    /// hands them back.
+    pub fn run_here(&mut self, step: Step) {
+        self.here = Some(step);
     }
 
     /// Records on run `run_id` the team routing chose, with the transition added next for it.
@@ -127,10 +150,10 @@ impl Writes {
         self.runs.push(run);
     }
 
-    /// Writes everything added. Returns the runs that this ended, to be counted once the
-    /// transaction commits.
-    pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Vec<Observation>, StepError> {
+    /// Writes everything added.
+    pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Flushed, StepError> {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
+        let mut here = Vec::new();
         for step in queue::WORKER_STEPS {
             let mut jobs: Vec<NewJob> = self
                 .next
@@ -142,11 +165,22 @@ impl Writes {
                 continue;
             }
             number_executions(tx, step, &mut jobs).await?;
-            super::enqueue_all(tx, step, &jobs).await?;
+            let run_here = self.here == Some(step);
+            if run_here {
+                let now = jiff::Timestamp::now();
+                let later = now.checked_add(HERE).unwrap_or(now);
+                for job in &mut jobs {
+                    job.run_at = Some(later);
+                }
+            }
+            let ids = super::enqueue_all(tx, step, &jobs).await?;
+            if run_here {
+                here.extend(jobs.iter().map(|j| j.job).zip(ids));
+            }
         }
         let ended = move_runs(tx, &self.runs).await?;
         timeline::record_many(tx, timeline::SYSTEM, std::mem::take(&mut self.events)).await?;
-        Ok(ended)
+        Ok(Flushed { ended, here })
     }
 }
 
