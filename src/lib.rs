@@ -33,5 +33,6 @@ pub mod telephony;
 pub mod timeline;
 pub mod tz;
 pub mod validate;
+pub mod wakeup;
 pub mod worker;
 pub mod workflow;

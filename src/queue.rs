@@ -1,21 +1,12 @@
-//! The job queues on `apalis.jobs`: one named queue per worker step, transactional enqueue,
-//! and the wake-up strategy that makes idle workers pick up jobs promptly.
-//!
-//! Two apalis 1.0 traits shape this file (see DESIGN.md): a queue's default name is a Rust
-//! type path, so every queue is named here explicitly; and the built-in interval strategy can
-//! stall until the 30 s heartbeat, so [`Wakeup`] re-arms its own timer and also listens for
-//! the insert notifications that apalis's trigger sends.
+//! The job queues on `apalis.jobs`: one named queue per worker step, and transactional
+//! enqueue. apalis 1.0 names a queue after a Rust type path by default (see DESIGN.md), so
+//! every queue is named here explicitly. How idle workers learn of new jobs is
+//! [`crate::wakeup`].
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use apalis::prelude::{PollSnapshot, PollStrategy, TaskBuilder, TaskId};
-use apalis_postgres::{PgTask, Pubsub};
-use futures::StreamExt;
+use apalis::prelude::{TaskBuilder, TaskId};
+use apalis_postgres::PgTask;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
-use tokio::time::{Instant, Sleep};
+use sqlx::PgConnection;
 use ulid::Ulid;
 use uuid::Uuid;
 
@@ -199,72 +190,4 @@ pub async fn retire(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Wakes an idle worker when a job is inserted (LISTEN/NOTIFY, milliseconds) and on a timer
-/// (for delayed jobs, which the insert trigger does not announce). If the listener's
-/// connection ends (a database restart), it is re-opened on a later timer tick; the timer
-/// alone keeps the worker going meanwhile.
-pub struct Wakeup {
-    interval: Duration,
-    sleep: Pin<Box<Sleep>>,
-    pool: PgPool,
-    queue: String,
-    listener: Option<Pubsub>,
-    reconnect_at: Option<Instant>,
-}
-
-impl Wakeup {
-    pub fn new(pool: PgPool, queue: &str, interval: Duration) -> Self {
-        Wakeup {
-            interval,
-            sleep: Box::pin(tokio::time::sleep(interval)),
-            listener: Some(Pubsub::new(pool.clone(), queue.to_owned())),
-            pool,
-            queue: queue.to_owned(),
-            reconnect_at: None,
-        }
-    }
-
-    /// Drains the listener; `true` if it announced at least one job.
-    fn poll_listener(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut woke = false;
-        while let Some(listener) = self.listener.as_mut() {
-            match listener.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(_))) => woke = true,
-                Poll::Ready(Some(Err(e))) => {
-                    tracing::debug!(queue = %self.queue, error = %e, "job listener error");
-                }
-                Poll::Ready(None) => {
-                    tracing::warn!(queue = %self.queue, "job listener closed; polling only until it reconnects");
-                    self.listener = None;
-                    self.reconnect_at = Some(Instant::now() + Duration::from_secs(1));
-                }
-                Poll::Pending => break,
-            }
-        }
-        woke
-    }
-}
-
-impl PollStrategy for Wakeup {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut woke = self.poll_listener(cx);
-        // Re-arm and poll again until pending, so the timer always holds a waker.
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            woke = true;
-            let next = Instant::now() + self.interval;
-            self.sleep.as_mut().reset(next);
-            if self.listener.is_none() && self.reconnect_at.is_some_and(|t| Instant::now() >= t) {
-                self.listener = Some(Pubsub::new(self.pool.clone(), self.queue.clone()));
-                self.reconnect_at = None;
-                woke |= self.poll_listener(cx);
-            }
-        }
-        if woke {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
 }

@@ -1,5 +1,5 @@
 //! Assembles and supervises the apalis workers: one per worker step's queue, each with a
-//! unique name, the [`Wakeup`] poll strategy, a concurrency limit and the shared [`Engine`].
+//! unique name, fetches gated by [`Wakeup`], a concurrency limit and the shared [`Engine`].
 //!
 //! apalis stops a worker when its backend errors (a heartbeat or fetch that fails while the
 //! database restarts), so each queue runs under a supervisor loop that starts a fresh worker,
@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{
-    Attempt, BoxDynError, Data, Event, EventListenerExt, PollWith, TaskId, WorkerBuilder,
-    WorkerBuilderExt,
+    Attempt, BoxDynError, Data, Event, EventListenerExt, TaskId, WorkerBuilder, WorkerBuilderExt,
 };
 use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::watch;
@@ -20,9 +19,10 @@ use tokio::task::JoinSet;
 use crate::config::WorkerSettings;
 use crate::lead::Step;
 use crate::pause::PauseBoard;
-use crate::queue::{self, StepJob, Wakeup};
+use crate::queue::{self, StepJob};
 use crate::retention;
 use crate::steps::{Engine, Group};
+use crate::wakeup::{Announcer, Gated, Signal, Wakeup};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
 pub struct Workers {
@@ -54,12 +54,18 @@ impl Workers {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let pauses = PauseBoard::new(engine.pool.clone());
+        let announcer = Announcer::new(queue::WORKER_STEPS.map(queue::queue_name));
+        let signals: Vec<_> = queue::WORKER_STEPS
+            .iter()
+            .map(|&step| announcer.signal(queue::queue_name(step)))
+            .collect();
+        tasks.spawn(announcer.run(engine.pool.clone(), stop.subscribe()));
         tasks.spawn(
             pauses
                 .clone()
                 .run(settings.poll_interval(), stop.subscribe()),
         );
-        for step in queue::WORKER_STEPS {
+        for (step, signal) in queue::WORKER_STEPS.into_iter().zip(signals) {
             let group = Group::start(
                 engine.clone(),
                 step,
@@ -70,7 +76,14 @@ impl Workers {
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
-            tasks.spawn(supervise(engine, settings, group, pauses.clone(), stop_rx));
+            tasks.spawn(supervise(
+                engine,
+                settings,
+                group,
+                signal,
+                pauses.clone(),
+                stop_rx,
+            ));
         }
         match retention::schedule(&settings.retention_cron) {
             Ok(schedule) => {
@@ -121,6 +134,7 @@ async fn supervise(
     engine: Arc<Engine>,
     settings: WorkerSettings,
     group: Group,
+    signal: Arc<Signal>,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -138,6 +152,7 @@ async fn supervise(
             engine.clone(),
             &settings,
             group.clone(),
+            signal.clone(),
             &name,
             pauses.clone(),
             stop.clone(),
@@ -194,6 +209,7 @@ async fn run_worker(
     engine: Arc<Engine>,
     settings: &WorkerSettings,
     group: Group,
+    signal: Arc<Signal>,
     name: &str,
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
@@ -212,9 +228,9 @@ async fn run_worker(
         .batch_size(settings.batch_size.max(1))
         .heartbeat_interval(beat)
         .missed_heartbeats(missed);
-    let backend = PollWith::new(
+    let backend = Gated::new(
         PostgresStorage::<StepJob>::new(&pool).with_config(config),
-        Wakeup::new(pool, queue, settings.poll_interval()),
+        Wakeup::new(signal, settings.poll_interval()),
     );
     let worker = WorkerBuilder::new(name)
         .backend(backend)
