@@ -311,3 +311,131 @@ impl<B: WireFormatBackend> WireFormatBackend for Gated<B> {
         self.backend.codec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A backend that counts the polls that reach it (each would drive or start a fetch) and
+    /// answers from a script, `Pending` once the script is done.
+    #[derive(Default)]
+    struct Fake {
+        polls: usize,
+        script: VecDeque<u32>,
+        waker: Option<Waker>,
+    }
+
+    impl Backend for Fake {
+        type Task = u32;
+        type Error = std::io::Error;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut Context<'_>,
+            _: &WorkerContext,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_next(
+            &mut self,
+            cx: &mut Context<'_>,
+            _: &WorkerContext,
+        ) -> Poll<Option<Result<u32, Self::Error>>> {
+            self.polls += 1;
+            self.waker = Some(cx.waker().clone());
+            match self.script.pop_front() {
+                Some(task) => Poll::Ready(Some(Ok(task))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn poll_close(
+            &mut self,
+            _: &mut Context<'_>,
+            _: &WorkerContext,
+        ) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Harness {
+        gated: Gated<Fake>,
+        signal: Arc<Signal>,
+        worker: WorkerContext,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let signal = Arc::new(Signal::default());
+            // A timer that never fires within the test: only notifications wake.
+            let wakeup = Wakeup::new(signal.clone(), Duration::from_secs(3600));
+            Harness {
+                gated: Gated::new(Fake::default(), wakeup),
+                signal,
+                worker: WorkerContext::from("test-worker"),
+            }
+        }
+
+        /// Polls as the worker does; returns the task if one came and how many polls have
+        /// reached the backend so far.
+        fn poll(&mut self) -> (Option<u32>, usize) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let task = match self.gated.poll_next(&mut cx, &self.worker) {
+                Poll::Ready(Some(Ok(task))) => Some(task),
+                _ => None,
+            };
+            (task, self.gated.backend.polls)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_backend_is_polled_only_when_there_may_be_work() {
+        let mut h = Harness::new();
+        // The first fetch goes ahead; the worker's other wake-ups do not reach the backend.
+        assert_eq!(h.poll(), (None, 1));
+        for _ in 0..5 {
+            assert_eq!(h.poll(), (None, 1));
+        }
+        // The fetch's own I/O woke it: it is driven on.
+        h.gated.backend.waker.take().expect("waker").wake();
+        assert_eq!(h.poll(), (None, 2));
+        assert_eq!(h.poll(), (None, 2));
+
+        // A notification: the fetch brings two jobs; the backend is asked again while jobs
+        // come, once more after the last, then left alone.
+        h.gated.backend.script.extend([7, 8]);
+        h.signal.raise();
+        assert_eq!(h.poll(), (Some(7), 3));
+        assert_eq!(h.poll(), (Some(8), 4));
+        assert_eq!(h.poll(), (None, 5));
+        assert_eq!(h.poll(), (None, 5));
+    }
+
+    #[tokio::test]
+    async fn a_notification_whose_fetch_found_nothing_gets_one_recheck() {
+        let mut h = Harness::new();
+        assert_eq!(h.poll(), (None, 1));
+        // Announced while that fetch may have been under way: it comes back empty.
+        h.signal.raise();
+        assert_eq!(h.poll(), (None, 2));
+        assert_eq!(h.poll(), (None, 2));
+        tokio::time::sleep(RECHECK * 3).await;
+        assert_eq!(
+            h.poll(),
+            (None, 3),
+            "one more fetch after the recheck delay"
+        );
+        tokio::time::sleep(RECHECK * 3).await;
+        assert_eq!(h.poll(), (None, 3), "a recheck never schedules another");
+        // A job found by a fetch cancels the pending recheck.
+        h.signal.raise();
+        h.gated.backend.script.push_back(9);
+        assert_eq!(h.poll(), (Some(9), 4));
+        assert_eq!(h.poll(), (None, 5));
+        tokio::time::sleep(RECHECK * 3).await;
+        assert_eq!(h.poll(), (None, 5));
+    }
+}
