@@ -179,6 +179,68 @@ pub async fn mark_done(conn: &mut PgConnection, ids: &[String]) -> Result<(), sq
     Ok(())
 }
 
+/// Claims jobs `ids` for `worker` as its fetch would: their creator runs them in this process
+/// after its commit. If the process dies first, apalis rescues them with the worker's other
+/// jobs once its heartbeat stops.
+pub async fn claim(
+    conn: &mut PgConnection,
+    ids: &[String],
+    worker: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Queued', lock_by = $2, lock_at = now(), run_at = now() \
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(worker)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A job [`claim`]ed for `worker`, executed: `error` is `None` if it succeeded.
+pub struct ClaimedDone {
+    pub id: String,
+    pub worker: String,
+    pub error: Option<String>,
+}
+
+/// Acknowledges jobs [`claim`]ed for a worker after their execution, in one statement, as
+/// apalis acknowledges fetched ones: done, or failed (their retry time is already in
+/// `run_at`). A job handed back or rescued meanwhile is left as it is.
+pub async fn finish_claimed(pool: &sqlx::PgPool, done: &[ClaimedDone]) -> Result<(), sqlx::Error> {
+    let ids: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
+    let workers: Vec<&str> = done.iter().map(|d| d.worker.as_str()).collect();
+    let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
+    sqlx::query(
+        "UPDATE apalis.jobs j SET status = CASE WHEN u.error IS NULL THEN 'Done' ELSE 'Failed' END, \
+         attempts = 1, done_at = now(), \
+         last_result = CASE WHEN u.error IS NULL THEN '{\"Ok\": null}'::jsonb \
+                            ELSE jsonb_build_object('Err', u.error) END \
+         FROM UNNEST($1::text[], $2::text[], $3::text[]) AS u(id, worker, error) \
+         WHERE j.id = u.id AND j.lock_by = u.worker AND j.status IN ('Queued', 'Running')",
+    )
+    .bind(&ids)
+    .bind(&workers)
+    .bind(&errors)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Hands job `id`, claimed for `worker`, back to the queue unrun.
+pub async fn release(pool: &sqlx::PgPool, id: &str, worker: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL \
+         WHERE id = $1 AND lock_by = $2 AND status IN ('Queued', 'Running')",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Ends job `id` unrun when what it waited for was done elsewhere (in the same transaction);
 /// a worker that has already claimed it finds its step settled and does nothing.
 pub async fn retire(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error> {

@@ -65,14 +65,27 @@ impl Workers {
                 .clone()
                 .run(settings.poll_interval(), stop.subscribe()),
         );
+        let callbacks = Group::start(
+            engine.clone(),
+            Step::Callback,
+            settings.batch_size,
+            pauses.clone(),
+            None,
+            &mut tasks,
+        );
         for (step, signal) in queue::WORKER_STEPS.into_iter().zip(signals) {
-            let group = Group::start(
-                engine.clone(),
-                step,
-                settings.batch_size,
-                pauses.clone(),
-                &mut tasks,
-            );
+            let group = match step {
+                Step::Callback => callbacks.clone(),
+                // Qualify's groups run the callbacks they claim through the callback group.
+                Step::Qualify | Step::Route | Step::Validate => Group::start(
+                    engine.clone(),
+                    step,
+                    settings.batch_size,
+                    pauses.clone(),
+                    (step == Step::Qualify).then(|| callbacks.clone()),
+                    &mut tasks,
+                ),
+            };
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();

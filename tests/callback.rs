@@ -777,3 +777,89 @@ async fn a_status_for_a_run_this_process_cannot_decide_is_recorded_and_its_step_
     let (_, view) = app.get_lead(&id).await;
     assert_eq!(view["run"]["status"], "calling", "{view:#}");
 }
+
+/// The first callback job of a lead's run: its state, attempts, whether it was claimed in
+/// the transaction that qualified the lead (its claim time is that transaction's time), and
+/// whether a worker name holds it.
+async fn first_callback_job(app: &TestApp, lead: &str) -> Option<(String, i32, bool, bool)> {
+    sqlx::query_as(
+        "SELECT j.status, j.attempts, j.lock_at IS NOT DISTINCT FROM q.finished_at, \
+                j.lock_by IS NOT NULL \
+         FROM runs r JOIN steps q ON q.run_id = r.id AND q.name = 'qualify' \
+         JOIN steps c ON c.run_id = r.id AND c.name = 'callback' AND c.n = 1 \
+         JOIN apalis.jobs j ON j.idempotency_key = 'run:' || r.id || ':callback:1' \
+         WHERE r.lead_id = $1::uuid",
+    )
+    .bind(lead)
+    .fetch_optional(&app.db.pool)
+    .await
+    .expect("callback job")
+}
+
+async fn queue_action(app: &TestApp, queue: &str, action: &str) {
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/queues/{queue}/{action}")))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert!(resp.status().is_success(), "{action} {queue}");
+    // Workers see pauses within one poll interval (50 ms in tests); ten are left.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused() {
+    let app = app(sim("completed"), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    // Let the callback worker register with apalis: until then nothing is claimed for it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = submit(&app, &hook.token, &sample("fast", "650-253-0111")).await;
+    app.wait_for_run(&first, "called", Duration::from_secs(20))
+        .await;
+    // Claimed in qualify's transaction for this process, run, and acknowledged once.
+    eventually(
+        "the claimed job is acknowledged",
+        Duration::from_secs(5),
+        || async {
+            first_callback_job(&app, &first).await == Some(("Done".to_owned(), 1, true, true))
+        },
+    )
+    .await;
+
+    // With the callback queue paused, the job waits in the queue, unclaimed.
+    queue_action(&app, "callback", "pause").await;
+    let second = submit(&app, &hook.token, &sample("fast", "650-253-0112")).await;
+    eventually(
+        "the callback job is queued",
+        Duration::from_secs(10),
+        || async { first_callback_job(&app, &second).await.is_some() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        first_callback_job(&app, &second).await,
+        Some(("Pending".to_owned(), 0, false, false))
+    );
+    let (_, view) = app.get_lead(&second).await;
+    assert_eq!(view["run"]["status"], "running", "{view}");
+
+    // Resumed, the callback worker fetches it; the lead is called once.
+    queue_action(&app, "callback", "resume").await;
+    app.wait_for_run(&second, "called", Duration::from_secs(20))
+        .await;
+    eventually(
+        "the fetched job is acknowledged",
+        Duration::from_secs(5),
+        || async {
+            first_callback_job(&app, &second).await == Some(("Done".to_owned(), 1, false, true))
+        },
+    )
+    .await;
+    for lead in [&first, &second] {
+        let (_, view) = app.get_lead(lead).await;
+        let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+        assert_eq!(attempts.len(), 1, "one call for {lead}");
+    }
+}

@@ -42,6 +42,8 @@ pub struct Group {
     /// The callback step's: records the provider's answers to calls placed at the same time
     /// in one transaction.
     recorder: Option<Recorder>,
+    /// Qualify's: runs the callbacks that its groups claim (see [`fused`]).
+    eager: Option<fused::Eager>,
 }
 
 struct Item {
@@ -58,6 +60,7 @@ enum Reply {
     Committed {
         lead_id: Option<Uuid>,
         call: Option<Box<Call>>,
+        claimed: Option<fused::Claimed>,
     },
     /// Run it alone.
     Alone,
@@ -69,16 +72,21 @@ struct Outcome {
     leads: HashMap<(Uuid, i32), Uuid>,
     calls: HashMap<(Uuid, i32), Box<Call>>,
     alone: HashSet<(Uuid, i32)>,
+    /// Callbacks claimed for this process, by run.
+    claimed: HashMap<Uuid, fused::Claimed>,
 }
 
 impl Group {
     /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
-    /// `pauses` tells qualify's groups whether they may route their leads themselves.
+    /// `pauses` tells qualify's groups whether they may route their leads themselves, and
+    /// `callbacks` (qualify's) is the group that runs the callbacks they claim, from tasks
+    /// of their own on `tasks`.
     pub fn start(
         engine: Arc<Engine>,
         step: Step,
         max: usize,
         pauses: Arc<PauseBoard>,
+        callbacks: Option<Group>,
         tasks: &mut JoinSet<()>,
     ) -> Group {
         let max = max.max(1);
@@ -90,12 +98,21 @@ impl Group {
                 }),
             }
         });
+        let eager = callbacks.map(|group| fused::Eager::start(engine.clone(), group, max, tasks));
+        let for_runners = eager.clone();
         Group {
             step,
             sender: spawn_runners(tasks, max, move |items| {
-                run(engine.clone(), pauses.clone(), step, items)
+                run(
+                    engine.clone(),
+                    pauses.clone(),
+                    step,
+                    for_runners.clone(),
+                    items,
+                )
             }),
             recorder,
+            eager,
         }
     }
 
@@ -124,13 +141,17 @@ impl Group {
                 done,
             };
             if self.sender.send(item).await.is_ok()
-                && let Ok(Reply::Committed { lead_id, call }) = committed.await
+                && let Ok(Reply::Committed {
+                    lead_id,
+                    call,
+                    claimed,
+                }) = committed.await
             {
                 let span = super::span(step, job, job_id, attempt);
                 if let Some(lead_id) = lead_id {
                     span.record("lead_id", tracing::field::display(lead_id));
                 }
-                return async {
+                let result = async {
                     let result = match call {
                         Some(call) => {
                             let recorder = self.recorder.as_ref();
@@ -142,6 +163,10 @@ impl Group {
                 }
                 .instrument(span)
                 .await;
+                if let Some(claimed) = claimed {
+                    fused::dispatch(engine, self.eager.as_ref(), claimed).await;
+                }
+                return result;
             }
         }
         super::run_job(engine, step, job, job_id, attempt).await
@@ -170,14 +195,20 @@ where
 }
 
 /// Runs one batch of step executions as a group and tells each how it went.
-async fn run(engine: Arc<Engine>, pauses: Arc<PauseBoard>, step: Step, items: Vec<Item>) {
+async fn run(
+    engine: Arc<Engine>,
+    pauses: Arc<PauseBoard>,
+    step: Step,
+    eager: Option<fused::Eager>,
+    items: Vec<Item>,
+) {
     let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
     for item in alone {
         let _ = item.done.send(Reply::Alone);
     }
     let span = tracing::debug_span!("step_group", %step, size = items.len());
     let pending = Pending::default();
-    match execute(&engine, &pauses, step, &items, &pending)
+    match execute(&engine, &pauses, step, eager.as_ref(), &items, &pending)
         .instrument(span)
         .await
     {
@@ -191,6 +222,7 @@ async fn run(engine: Arc<Engine>, pauses: Arc<PauseBoard>, step: Step, items: Ve
                     Reply::Committed {
                         lead_id: outcome.leads.remove(&key),
                         call: outcome.calls.remove(&key),
+                        claimed: outcome.claimed.remove(&key.0),
                     }
                 };
                 let _ = item.done.send(reply);
@@ -236,6 +268,7 @@ async fn execute(
     engine: &Engine,
     pauses: &PauseBoard,
     step: Step,
+    eager: Option<&fused::Eager>,
     items: &[Item],
     pending: &Pending,
 ) -> Result<Outcome, StepError> {
@@ -253,7 +286,9 @@ async fn execute(
         ..Outcome::default()
     };
     let mut writes = Writes::new(step);
-    let route_here = step == Step::Qualify && fused::may_route(engine, pauses);
+    let plan = (step == Step::Qualify).then(|| fused::Plan::now(engine, pauses, eager));
+    let route_here = plan.as_ref().is_some_and(|p| p.route);
+    let callback_worker = plan.and_then(|p| p.callback_worker);
     if route_here {
         writes.run_here(Step::Route);
     }
@@ -293,8 +328,17 @@ async fn execute(
     for ended in flushed.ended {
         pending.push(ended);
     }
-    fused::route(&mut tx, engine, &flushed.here, &contexts, pending).await?;
+    let claimed = fused::route(
+        &mut tx,
+        engine,
+        &flushed.here,
+        &contexts,
+        callback_worker.as_deref(),
+        pending,
+    )
+    .await?;
     tx.commit().await?;
+    outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)
 }
 

@@ -31,7 +31,7 @@ pub(crate) struct Writes {
 pub(crate) struct Flushed {
     /// The runs this ended, to be counted once the transaction commits.
     pub ended: Vec<Observation>,
-    /// The new executions of the [`Writes::run_here`] step, with their job ids.
+    /// The new executions of the [`Writes::run_here`] step due now, with their job ids.
     pub here: Vec<(StepJob, String)>,
 }
 
@@ -70,9 +70,9 @@ impl Writes {
         }
     }
 
-    /// The next executions of `step` will run in this transaction, right after the flush:
-    /// their jobs are written not due, so that no worker is woken for them, and the flush
-    /// hands them back.
+    /// The next executions of `step` that are due now will run in this process, right after
+    /// the flush (in this transaction) or after its commit (claimed): their jobs are written
+    /// not due, so that no worker is woken for them, and the flush hands them back.
     pub fn run_here(&mut self, step: Step) {
         self.here = Some(step);
     }
@@ -165,17 +165,23 @@ impl Writes {
                 continue;
             }
             number_executions(tx, step, &mut jobs).await?;
-            let run_here = self.here == Some(step);
-            if run_here {
-                let now = jiff::Timestamp::now();
-                let later = now.checked_add(HERE).unwrap_or(now);
-                for job in &mut jobs {
+            // Only executions due now run here; a later one waits in the queue as usual.
+            let held: Vec<bool> = jobs
+                .iter()
+                .map(|j| self.here == Some(step) && j.run_at.is_none())
+                .collect();
+            let now = jiff::Timestamp::now();
+            let later = now.checked_add(HERE).unwrap_or(now);
+            for (job, held) in jobs.iter_mut().zip(&held) {
+                if *held {
                     job.run_at = Some(later);
                 }
             }
             let ids = super::enqueue_all(tx, step, &jobs).await?;
-            if run_here {
-                here.extend(jobs.iter().map(|j| j.job).zip(ids));
+            for ((job, id), held) in jobs.iter().zip(ids).zip(held) {
+                if held {
+                    here.push((job.job, id));
+                }
             }
         }
         let ended = move_runs(tx, &self.runs).await?;
