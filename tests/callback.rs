@@ -796,19 +796,6 @@ async fn first_callback_job(app: &TestApp, lead: &str) -> Option<(String, i32, b
     .expect("callback job")
 }
 
-async fn queue_action(app: &TestApp, queue: &str, action: &str) {
-    let resp = app
-        .client
-        .post(app.url(&format!("/v1/queues/{queue}/{action}")))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("request sent");
-    assert!(resp.status().is_success(), "{action} {queue}");
-    // Workers see pauses within one poll interval (50 ms in tests); ten are left.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
 #[tokio::test]
 async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused() {
     let app = app(sim("completed"), Clock::System, callbacks()).await;
@@ -829,7 +816,7 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
     .await;
 
     // With the callback queue paused, the job waits in the queue, unclaimed.
-    queue_action(&app, "callback", "pause").await;
+    app.queue_action("callback", "pause").await;
     let second = submit(&app, &hook.token, &sample("fast", "650-253-0112")).await;
     eventually(
         "the callback job is queued",
@@ -846,7 +833,7 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
     assert_eq!(view["run"]["status"], "running", "{view}");
 
     // Resumed, the callback worker fetches it; the lead is called once.
-    queue_action(&app, "callback", "resume").await;
+    app.queue_action("callback", "resume").await;
     app.wait_for_run(&second, "called", Duration::from_secs(20))
         .await;
     eventually(

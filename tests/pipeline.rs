@@ -482,19 +482,6 @@ async fn route_record(app: &TestApp, lead: &str) -> (bool, String, i32, bool) {
     .expect("route record")
 }
 
-async fn queue_action(app: &TestApp, queue: &str, action: &str) {
-    let resp = app
-        .client
-        .post(app.url(&format!("/v1/queues/{queue}/{action}")))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("request sent");
-    assert!(resp.status().is_success(), "{action} {queue}");
-    // Workers see pauses within one poll interval (50 ms in tests); ten are left.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-}
-
 #[tokio::test]
 async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
     let app = rules_app().await;
@@ -510,7 +497,7 @@ async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
     );
 
     // With the route queue paused, qualify leaves the route job waiting in the queue.
-    queue_action(&app, "route", "pause").await;
+    app.queue_action("route", "pause").await;
     let second = submit(&app, &hook.token, &lead("rules-form", 301, |_| {})).await;
     let qualified = "SELECT count(*) FROM steps s JOIN runs r ON r.id = s.run_id \
                      WHERE r.lead_id = $1::uuid AND s.name = 'qualify' AND s.status = 'ok'";
@@ -534,7 +521,7 @@ async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
     assert_eq!((status.as_str(), attempts), ("Pending", 0));
 
     // Resumed, a route worker claims and runs it, in a transaction of its own.
-    queue_action(&app, "route", "resume").await;
+    app.queue_action("route", "resume").await;
     app.wait_for_run(&second, "routed", Duration::from_secs(20))
         .await;
     assert_eq!(

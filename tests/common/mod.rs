@@ -283,6 +283,20 @@ impl TestApp {
         read(resp).await
     }
 
+    /// Pauses or resumes (`action`) a queue with the admin token, then waits until the
+    /// workers have surely seen it: they do within one poll interval (50 ms in tests).
+    pub async fn queue_action(&self, queue: &str, action: &str) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/v1/queues/{queue}/{action}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        assert!(resp.status().is_success(), "{action} {queue}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     /// Polls the lead until its run has `status`; panics with the lead's view after `within`.
     pub async fn wait_for_run(&self, lead_id: &str, status: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
