@@ -49,9 +49,12 @@ impl PauseBoard {
     /// The name of `queue`'s worker in this process while it is registered with apalis and
     /// taking jobs (not paused, not stopping): the name a job claimed on its behalf carries.
     pub fn ready_worker(&self, queue: &str) -> Option<String> {
+        if self.is_paused(queue) {
+            return None;
+        }
         let workers = self.workers.lock().ok()?;
         let ctx = workers.get(queue)?;
-        (ctx.is_ready() && !self.is_paused(queue)).then(|| ctx.name().to_owned())
+        ctx.is_ready().then(|| ctx.name().to_owned())
     }
 
     /// Resolves once the table has been read, so that no worker claims a job of a queue that

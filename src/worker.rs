@@ -21,7 +21,7 @@ use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob};
 use crate::retention;
-use crate::steps::{Engine, Group};
+use crate::steps::{Engine, Fusion, Group};
 use crate::wakeup::{Announcer, Gated, Signal, Wakeup};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
@@ -55,37 +55,31 @@ impl Workers {
         let mut tasks = JoinSet::new();
         let pauses = PauseBoard::new(engine.pool.clone());
         let announcer = Announcer::new(queue::WORKER_STEPS.map(queue::queue_name));
-        let signals: Vec<_> = queue::WORKER_STEPS
-            .iter()
-            .map(|&step| announcer.signal(queue::queue_name(step)))
-            .collect();
-        tasks.spawn(announcer.run(engine.pool.clone(), stop.subscribe()));
         tasks.spawn(
             pauses
                 .clone()
                 .run(settings.poll_interval(), stop.subscribe()),
         );
-        let callbacks = Group::start(
+        let batch = settings.batch_size;
+        let callbacks = Group::start(engine.clone(), Step::Callback, batch, None, &mut tasks);
+        let route = Group::start(engine.clone(), Step::Route, batch, None, &mut tasks);
+        // Qualify's groups route their leads and run the callbacks they claim.
+        let fusion = Fusion::start(
             engine.clone(),
-            Step::Callback,
-            settings.batch_size,
             pauses.clone(),
-            None,
+            callbacks.clone(),
+            batch,
             &mut tasks,
         );
-        for (step, signal) in queue::WORKER_STEPS.into_iter().zip(signals) {
-            let group = match step {
-                Step::Callback => callbacks.clone(),
-                // Qualify's groups run the callbacks they claim through the callback group.
-                Step::Qualify | Step::Route | Step::Validate => Group::start(
-                    engine.clone(),
-                    step,
-                    settings.batch_size,
-                    pauses.clone(),
-                    (step == Step::Qualify).then(|| callbacks.clone()),
-                    &mut tasks,
-                ),
-            };
+        let qualify = Group::start(
+            engine.clone(),
+            Step::Qualify,
+            batch,
+            Some(fusion),
+            &mut tasks,
+        );
+        for group in [qualify, route, callbacks] {
+            let signal = announcer.signal(queue::queue_name(group.step()));
             let engine = engine.clone();
             let settings = settings.clone();
             let stop_rx = stop.subscribe();
@@ -98,6 +92,7 @@ impl Workers {
                 stop_rx,
             ));
         }
+        tasks.spawn(announcer.run(engine.pool.clone(), stop.subscribe()));
         match retention::schedule(&settings.retention_cron) {
             Ok(schedule) => {
                 let pool = engine.pool.clone();

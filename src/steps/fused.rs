@@ -35,6 +35,31 @@ use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
 use crate::queue::{self, ClaimedDone, StepJob};
 
+/// What qualify's group needs to route its leads and claim their callbacks: the process's
+/// pause board and the runner of claimed callbacks. Cheap to clone.
+#[derive(Clone)]
+pub struct Fusion {
+    pauses: Arc<PauseBoard>,
+    eager: Eager,
+}
+
+impl Fusion {
+    /// Starts the runner of claimed callbacks (through `callbacks`, the callback step's
+    /// group) on `tasks`; at most `limit` at once.
+    pub fn start(
+        engine: Arc<Engine>,
+        pauses: Arc<PauseBoard>,
+        callbacks: Group,
+        limit: usize,
+        tasks: &mut JoinSet<()>,
+    ) -> Fusion {
+        Fusion {
+            pauses,
+            eager: Eager::start(engine, callbacks, limit, tasks),
+        }
+    }
+}
+
 /// What a qualify group may do itself now.
 pub(super) struct Plan {
     /// Route the leads it qualifies.
@@ -44,10 +69,11 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    pub fn now(engine: &Engine, pauses: &PauseBoard, eager: Option<&Eager>) -> Plan {
+    pub fn now(engine: &Engine, fusion: &Fusion) -> Plan {
+        let pauses = &fusion.pauses;
         let route =
             !engine.faults.armed(Step::Route) && !pauses.is_paused(queue::queue_name(Step::Route));
-        let room = eager.is_some_and(Eager::has_room);
+        let room = fusion.eager.has_room();
         let callback_worker = if route && room && !engine.faults.armed(Step::Callback) {
             pauses.ready_worker(queue::queue_name(Step::Callback))
         } else {
@@ -98,7 +124,8 @@ pub(super) async fn route(
         span.record("lead_id", tracing::field::display(ctx.lead_id));
         async {
             super::decide(tx, engine, Step::Route, *job, 1, ctx, &mut writes).await?;
-            tracing::debug!(outcome = "ok", in_qualify = true, "step done");
+            // Not "step done": that is logged once a transaction has committed.
+            tracing::debug!("decided in qualify's transaction");
             Ok::<(), StepError>(())
         }
         .instrument(span)
@@ -131,7 +158,7 @@ pub(super) async fn route(
 /// Runs the callbacks that qualify's groups claimed, each on a task of its own. Cheap to
 /// clone.
 #[derive(Clone)]
-pub(crate) struct Eager {
+struct Eager {
     sender: mpsc::UnboundedSender<Claimed>,
     in_flight: Arc<AtomicUsize>,
     limit: usize,
@@ -141,7 +168,7 @@ impl Eager {
     /// Starts the runner and its acknowledger on `tasks`: aborting them aborts the
     /// callbacks, as a crash would; once every sender is dropped the runner ends after its
     /// last callback, and the acknowledger after the last acknowledgement.
-    pub fn start(
+    fn start(
         engine: Arc<Engine>,
         callbacks: Group,
         limit: usize,
@@ -185,10 +212,10 @@ impl Eager {
     }
 }
 
-/// Hands a claimed callback to `eager`. Without a runner to take it, the job is handed back
-/// to the queue rather than left claimed by a live worker.
-pub(super) async fn dispatch(engine: &Engine, eager: Option<&Eager>, claimed: Claimed) {
-    let claimed = match eager {
+/// Hands a claimed callback to `fusion`'s runner. Without a runner to take it, the job is
+/// handed back to the queue rather than left claimed by a live worker.
+pub(super) async fn dispatch(engine: &Engine, fusion: Option<&Fusion>, claimed: Claimed) {
+    let claimed = match fusion.map(|f| &f.eager) {
         Some(eager) => {
             eager.in_flight.fetch_add(1, Ordering::AcqRel);
             match eager.sender.send(claimed) {

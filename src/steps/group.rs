@@ -26,7 +26,6 @@ use super::callback::{self, Answer, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes, fused};
 use crate::lead::Step;
 use crate::metrics::Pending;
-use crate::pause::PauseBoard;
 use crate::queue::StepJob;
 
 /// Transactions of one step's group open at once in a process: one group collects while the
@@ -42,8 +41,9 @@ pub struct Group {
     /// The callback step's: records the provider's answers to calls placed at the same time
     /// in one transaction.
     recorder: Option<Recorder>,
-    /// Qualify's: runs the callbacks that its groups claim (see [`fused`]).
-    eager: Option<fused::Eager>,
+    /// Qualify's: what its groups need to route their leads and claim their callbacks (see
+    /// [`fused`]).
+    fusion: Option<fused::Fusion>,
 }
 
 struct Item {
@@ -78,15 +78,12 @@ struct Outcome {
 
 impl Group {
     /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
-    /// `pauses` tells qualify's groups whether they may route their leads themselves, and
-    /// `callbacks` (qualify's) is the group that runs the callbacks they claim, from tasks
-    /// of their own on `tasks`.
+    /// `fusion` is qualify's: its groups then route their leads and claim their callbacks.
     pub fn start(
         engine: Arc<Engine>,
         step: Step,
         max: usize,
-        pauses: Arc<PauseBoard>,
-        callbacks: Option<Group>,
+        fusion: Option<fused::Fusion>,
         tasks: &mut JoinSet<()>,
     ) -> Group {
         let max = max.max(1);
@@ -98,21 +95,14 @@ impl Group {
                 }),
             }
         });
-        let eager = callbacks.map(|group| fused::Eager::start(engine.clone(), group, max, tasks));
-        let for_runners = eager.clone();
+        let for_runners = fusion.clone();
         Group {
             step,
             sender: spawn_runners(tasks, max, move |items| {
-                run(
-                    engine.clone(),
-                    pauses.clone(),
-                    step,
-                    for_runners.clone(),
-                    items,
-                )
+                run(engine.clone(), step, for_runners.clone(), items)
             }),
             recorder,
-            eager,
+            fusion,
         }
     }
 
@@ -164,7 +154,7 @@ impl Group {
                 .instrument(span)
                 .await;
                 if let Some(claimed) = claimed {
-                    fused::dispatch(engine, self.eager.as_ref(), claimed).await;
+                    fused::dispatch(engine, self.fusion.as_ref(), claimed).await;
                 }
                 return result;
             }
@@ -195,20 +185,14 @@ where
 }
 
 /// Runs one batch of step executions as a group and tells each how it went.
-async fn run(
-    engine: Arc<Engine>,
-    pauses: Arc<PauseBoard>,
-    step: Step,
-    eager: Option<fused::Eager>,
-    items: Vec<Item>,
-) {
+async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, items: Vec<Item>) {
     let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
     for item in alone {
         let _ = item.done.send(Reply::Alone);
     }
     let span = tracing::debug_span!("step_group", %step, size = items.len());
     let pending = Pending::default();
-    match execute(&engine, &pauses, step, eager.as_ref(), &items, &pending)
+    match execute(&engine, step, fusion.as_ref(), &items, &pending)
         .instrument(span)
         .await
     {
@@ -266,9 +250,8 @@ fn split_repeats<T>(items: Vec<T>, key: impl Fn(&T) -> (Uuid, i32)) -> (Vec<T>, 
 /// knows it committed.
 async fn execute(
     engine: &Engine,
-    pauses: &PauseBoard,
     step: Step,
-    eager: Option<&fused::Eager>,
+    fusion: Option<&fused::Fusion>,
     items: &[Item],
     pending: &Pending,
 ) -> Result<Outcome, StepError> {
@@ -286,7 +269,7 @@ async fn execute(
         ..Outcome::default()
     };
     let mut writes = Writes::new(step);
-    let plan = (step == Step::Qualify).then(|| fused::Plan::now(engine, pauses, eager));
+    let plan = fusion.map(|f| fused::Plan::now(engine, f));
     let route_here = plan.as_ref().is_some_and(|p| p.route);
     let callback_worker = plan.and_then(|p| p.callback_worker);
     if route_here {

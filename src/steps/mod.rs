@@ -30,6 +30,7 @@ use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
 pub use context::{LockedStep, RunContext};
 pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
+pub use fused::Fusion;
 pub use group::Group;
 use writes::Writes;
 
