@@ -850,3 +850,117 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
         assert_eq!(attempts.len(), 1, "one call for {lead}");
     }
 }
+
+/// The attempt of `lead`'s first call and its provider's call id, once the call is placed
+/// and its step waits for the call's statuses.
+async fn placed_call(app: &TestApp, lead: &str) -> Option<(uuid::Uuid, String)> {
+    sqlx::query_as(
+        "SELECT a.id, a.provider_call_id FROM callback_attempts a \
+         JOIN runs r ON r.id = a.run_id \
+         JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
+         WHERE r.lead_id = $1::uuid AND a.provider_call_id IS NOT NULL AND s.status = 'waiting'",
+    )
+    .bind(lead)
+    .fetch_optional(&app.db.pool)
+    .await
+    .expect("attempt")
+}
+
+/// The run's status, its callback step's status and when that step finished.
+async fn callback_end(app: &TestApp, lead: &str) -> (String, String, Option<Timestamp>) {
+    let (run, step, at): (String, String, Option<jiff_sqlx::Timestamp>) = sqlx::query_as(
+        "SELECT r.status, s.status, s.finished_at FROM runs r \
+         JOIN steps s ON s.run_id = r.id AND s.name = 'callback' WHERE r.lead_id = $1::uuid",
+    )
+    .bind(lead)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("run");
+    (run, step, at.map(|t| t.to_jiff()))
+}
+
+#[tokio::test]
+async fn statuses_reported_together_are_applied_in_one_transaction() {
+    use leadflow::steps::Engine;
+    use leadflow::steps::callback::outcome::{Applied, OutcomeError};
+    use leadflow::steps::callback::reports;
+    use leadflow::telephony::CallStatus;
+    use leadflow::telephony::sim::{SimReport, events_for};
+
+    // The simulator's own reports come an hour later: the test hands them over itself.
+    let slow = ProviderConfig::Sim(SimConfig {
+        delay: Duration::from_secs(3600),
+        ..SimConfig::default()
+    });
+    let app = app(slow, Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let mut leads = Vec::new();
+    for i in 0..5 {
+        let phone = format!("650-253-01{:02}", 20 + i);
+        leads.push(submit(&app, &hook.token, &sample("fast", &phone)).await);
+    }
+    let mut calls = Vec::new();
+    for lead in &leads {
+        eventually("the call is placed", Duration::from_secs(20), || async {
+            placed_call(&app, lead).await.is_some()
+        })
+        .await;
+        let (attempt_id, sid) = placed_call(&app, lead).await.expect("placed");
+        calls.push(SimReport {
+            attempt_id,
+            call_sid: sid.clone(),
+            events: events_for(&sid, CallStatus::Completed),
+        });
+    }
+    let engine = Engine::build(
+        app.db.pool.clone(),
+        app.workflows.clone(),
+        app.config.clone(),
+    )
+    .expect("engine");
+
+    // Three calls' statuses together: one commit ends the three runs.
+    let results = reports::apply(&engine, &calls[..3]).await;
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Applied::Moved))),
+        "{results:?}"
+    );
+    let mut ends = Vec::new();
+    for lead in &leads[..3] {
+        let (run, step, at) = callback_end(&app, lead).await;
+        assert_eq!((run.as_str(), step.as_str()), ("called", "ok"), "{lead}");
+        ends.push(at.expect("finished"));
+    }
+    assert!(
+        ends.iter().all(|at| *at == ends[0]),
+        "one transaction: {ends:?}"
+    );
+
+    // Delivered again, they change nothing.
+    let again = reports::apply(&engine, &calls[..3]).await;
+    assert!(
+        again.iter().all(|r| matches!(r, Ok(Applied::Ignored))),
+        "{again:?}"
+    );
+
+    // A report for an attempt that does not exist fails its group; the others are still
+    // applied, each on its own.
+    let stray = SimReport {
+        attempt_id: uuid::Uuid::now_v7(),
+        ..calls[3].clone()
+    };
+    let mixed = [stray.clone(), calls[3].clone(), calls[4].clone()];
+    let results = reports::apply(&engine, &mixed).await;
+    assert!(
+        matches!(&results[0], Err(OutcomeError::NoAttempt(id)) if *id == stray.attempt_id),
+        "{results:?}"
+    );
+    assert!(matches!(results[1], Ok(Applied::Moved)), "{results:?}");
+    assert!(matches!(results[2], Ok(Applied::Moved)), "{results:?}");
+    for lead in &leads[3..] {
+        let (run, step, _) = callback_end(&app, lead).await;
+        assert_eq!((run.as_str(), step.as_str()), ("called", "ok"), "{lead}");
+        let (_, view) = app.get_lead(lead).await;
+        assert_eq!(timeline_events(&view, "call.completed").len(), 1, "{view}");
+    }
+}

@@ -117,6 +117,36 @@ impl RunContext {
         };
         Ok(Some((step_n, row.into_locked()?)))
     }
+
+    /// [`RunContext::lock_attempt_step`] for several attempts, in one round trip and in run
+    /// order (as [`RunContext::lock_steps`] locks). Returns the attempts found, each with its
+    /// step execution's number and locked rows.
+    pub async fn lock_attempt_steps(
+        conn: &mut PgConnection,
+        attempt_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, (i32, LockedStep))>, StepError> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT a.id AS attempt_id, a.step_n, {COLUMNS} FROM callback_attempts a \
+             JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
+             {JOINS} WHERE a.id = ANY($1) ORDER BY s.run_id, s.n FOR UPDATE OF s, r"
+        )))
+        .bind(attempt_ids)
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(|AttemptRow { attempt_id, step }| {
+                Ok((attempt_id, (step.step_n, step.row.into_locked()?)))
+            })
+            .collect()
+    }
+}
+
+/// A callback step's row with the id of the attempt that led to it.
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt_id: Uuid,
+    #[sqlx(flatten)]
+    step: NumberedRow,
 }
 
 /// A step's row with its execution number.

@@ -141,7 +141,7 @@ impl Engine {
                 .sim_outstanding
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(outstanding.clone());
-            tokio::spawn(callback::outcome::pump_sim_reports(
+            tokio::spawn(callback::reports::pump_sim_reports(
                 engine.clone(),
                 rx,
                 outstanding,

@@ -17,6 +17,7 @@ mod attempt;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+pub mod reports;
 mod speed;
 pub mod webhook;
 

@@ -3,10 +3,8 @@
 //! out-of-order callback changes nothing. A final status settles the waiting callback step
 //! in the same transaction (or wakes its job, when the step is not waiting yet).
 
-use futures::StreamExt;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
-use tokio::sync::mpsc::UnboundedReceiver;
 use uuid::Uuid;
 
 use super::attempt::{self, AttemptRow, State};
@@ -17,7 +15,6 @@ use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::steps::{Engine, LockedStep, RunContext, StepError};
-use crate::telephony::sim::SimReport;
 use crate::telephony::{CallStatus, StatusEvent};
 use crate::timeline;
 
@@ -110,7 +107,7 @@ pub async fn apply(
 ///
 /// A final status for an attempt whose step is waiting for it settles the step here, in the
 /// same commit, rather than waking the step's job for another trip through the queue.
-async fn apply_in_order(
+pub(super) async fn apply_in_order(
     engine: &Engine,
     attempt_id: Uuid,
     events: &[StatusEvent],
@@ -119,15 +116,31 @@ async fn apply_in_order(
     // The step's and the run's locks before the attempt's: the order the callback step takes
     // them in, so that the two never wait on each other.
     let owner = RunContext::lock_attempt_step(&mut tx, attempt_id).await?;
-    let (step_n, locked) = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
+    let owner = owner.ok_or(OutcomeError::NoAttempt(attempt_id))?;
+    let pending = Pending::default();
+    let applied = apply_locked(&mut tx, engine, attempt_id, events, owner, &pending).await?;
+    tx.commit().await?;
+    pending.committed();
+    Ok(applied)
+}
+
+/// [`apply_in_order`] once the caller's transaction holds the locks of the attempt's step
+/// execution (`owner`: its number, and the step and run as locked). Metrics go to `pending`.
+pub(super) async fn apply_locked(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    attempt_id: Uuid,
+    events: &[StatusEvent],
+    owner: (i32, LockedStep),
+    pending: &Pending,
+) -> Result<Applied, OutcomeError> {
+    let (step_n, locked) = owner;
     let LockedStep {
         status: step_status,
         job_id,
         ctx,
     } = locked;
-    let pending = Pending::default();
-    let Some(moved) = apply_on(&mut tx, engine, &ctx, attempt_id, events, &pending).await? else {
-        tx.commit().await?;
+    let Some(moved) = apply_on(tx, engine, &ctx, attempt_id, events, pending).await? else {
         return Ok(Applied::Ignored);
     };
     let job = StepJob {
@@ -138,18 +151,16 @@ async fn apply_in_order(
     let settled_here = settled
         && step_status == "waiting"
         && !ctx.status.is_terminal()
-        && super::settle_waiting(&mut tx, engine, ctx, job, &moved.attempt, &pending).await?;
+        && super::settle_waiting(tx, engine, ctx, job, &moved.attempt, pending).await?;
     if settled_here {
         if let Some(id) = job_id.as_deref() {
-            queue::retire(&mut tx, id).await?;
+            queue::retire(tx, id).await?;
         }
     } else if let Some(id) = job_id.as_deref()
         && (settled || moved.was_uncertain)
     {
-        wake(&mut tx, id).await?;
+        wake(tx, id).await?;
     }
-    tx.commit().await?;
-    pending.committed();
     Ok(Applied::Moved)
 }
 
@@ -233,33 +244,6 @@ async fn wake(tx: &mut PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
         queue::announce(tx, Step::Callback, &id).await?;
     }
     Ok(())
-}
-
-/// Reports applied at once, as Twilio's webhooks for different calls arrive in parallel. One
-/// at a time capped the whole pipeline at one report per few milliseconds.
-const SIM_REPORTS_IN_FLIGHT: usize = 32;
-
-/// Feeds the simulator's reports through [`apply_in_order`], as Twilio's webhook would, and
-/// counts each one off `outstanding` once applied. A report's own events stay in order.
-pub async fn pump_sim_reports(
-    engine: std::sync::Arc<Engine>,
-    reports: UnboundedReceiver<SimReport>,
-    outstanding: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    let reports = futures::stream::unfold(reports, |mut rx| async move {
-        rx.recv().await.map(|report| (report, rx))
-    });
-    reports
-        .for_each_concurrent(SIM_REPORTS_IN_FLIGHT, |report| {
-            let (engine, outstanding) = (&engine, &outstanding);
-            async move {
-                if let Err(e) = apply_in_order(engine, report.attempt_id, &report.events).await {
-                    tracing::warn!(attempt_id = %report.attempt_id, error = %e, "simulated statuses not applied");
-                }
-                outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        })
-        .await;
 }
 
 #[cfg(test)]
