@@ -56,6 +56,12 @@ pub enum QueueError {
         run_id: Uuid,
         source: apalis_postgres::Error,
     },
+    #[error("inserting the started {step} job of run {run_id}: {source}")]
+    Insert {
+        step: Step,
+        run_id: Uuid,
+        source: sqlx::Error,
+    },
 }
 
 /// A new job's id, for a caller that records it before pushing the job
@@ -166,46 +172,87 @@ pub async fn announce(conn: &mut PgConnection, step: Step, id: &str) -> Result<(
     Ok(())
 }
 
-/// Records jobs `ids` as done by their first attempt, as apalis acknowledges a handler's
-/// success: for executions run in the transaction that created them.
-pub async fn mark_done(conn: &mut PgConnection, ids: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Done', attempts = 1, run_at = now(), done_at = now(), \
-         last_result = '{\"Ok\": null}' WHERE id = ANY($1)",
-    )
-    .bind(ids)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// How a job starts when the transaction that creates it runs it too, or hands it to this
+/// process: it is inserted in that state, never queued (apalis's insert trigger announces
+/// only queued jobs; see the migration `notify_pending_only`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Done by its first attempt, as apalis acknowledges a handler's success: for executions
+    /// run in the transaction that created them.
+    Done,
+    /// Claimed for this worker, as its fetch would: their creator runs them in this process
+    /// after its commit. If the process dies first, apalis rescues them with the worker's
+    /// other jobs once its heartbeat stops.
+    ClaimedBy(String),
 }
 
-/// Claims jobs `ids` for `worker` as its fetch would: their creator runs them in this process
-/// after its commit. If the process dies first, apalis rescues them with the worker's other
-/// jobs once its heartbeat stops.
-pub async fn claim(
+/// Inserts jobs of `step`'s queue already [`Started`], due now, keyed as [`push_steps`] keys
+/// them, in one statement on the caller's connection. Returns their ids in the order given.
+pub async fn push_started(
     conn: &mut PgConnection,
-    ids: &[String],
-    worker: &str,
-) -> Result<(), sqlx::Error> {
+    step: Step,
+    jobs: &[NewJob],
+    started: &Started,
+) -> Result<Vec<String>, QueueError> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut args = Vec::with_capacity(jobs.len());
+    let mut keys = Vec::with_capacity(jobs.len());
+    let mut maxes = Vec::with_capacity(jobs.len());
+    for new in jobs {
+        ids.push(new_job_id().to_string());
+        args.push(
+            serde_json::to_vec(&new.job).map_err(|source| QueueError::Encode {
+                step,
+                run_id: new.job.run_id,
+                source,
+            })?,
+        );
+        keys.push(new.job.idempotency_key(step));
+        maxes.push(i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX));
+    }
+    let (status, attempts, worker) = match started {
+        Started::Done => ("Done", 1, None),
+        Started::ClaimedBy(worker) => ("Queued", 0, Some(worker.as_str())),
+    };
+    // The columns apalis's own insert fills, plus what its fetch or acknowledgement would set.
     sqlx::query(
-        "UPDATE apalis.jobs SET status = 'Queued', lock_by = $2, lock_at = now(), run_at = now() \
-         WHERE id = ANY($1)",
+        "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \
+         priority, metadata, idempotency_key, lock_by, lock_at, done_at, last_result) \
+         SELECT u.id, $2, u.job, $3, $4, u.max_attempts, now(), 0, ''::hstore, u.key, $5, \
+         CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, \
+         CASE WHEN $3 = 'Done' THEN now() END, \
+         CASE WHEN $3 = 'Done' THEN '{\"Ok\": null}'::jsonb END \
+         FROM UNNEST($1::text[], $6::bytea[], $7::int[], $8::text[]) AS u(id, job, max_attempts, key)",
     )
-    .bind(ids)
+    .bind(&ids)
+    .bind(queue_name(step))
+    .bind(status)
+    .bind(attempts)
     .bind(worker)
+    .bind(&args)
+    .bind(&maxes)
+    .bind(&keys)
     .execute(conn)
-    .await?;
-    Ok(())
+    .await
+    .map_err(|source| QueueError::Insert {
+        step,
+        run_id: first.job.run_id,
+        source,
+    })?;
+    Ok(ids)
 }
 
-/// A job [`claim`]ed for `worker`, executed: `error` is `None` if it succeeded.
+/// A job [`Started::ClaimedBy`] `worker`, executed: `error` is `None` if it succeeded.
 pub struct ClaimedDone {
     pub id: String,
     pub worker: String,
     pub error: Option<String>,
 }
 
-/// Acknowledges jobs [`claim`]ed for a worker after their execution, in one statement, as
+/// Acknowledges jobs [`Started::ClaimedBy`] a worker after their execution, in one statement, as
 /// apalis acknowledges fetched ones: done, or failed (their retry time is already in
 /// `run_at`). A job handed back or rescued meanwhile is left as it is.
 pub async fn finish_claimed(pool: &sqlx::PgPool, done: &[ClaimedDone]) -> Result<(), sqlx::Error> {

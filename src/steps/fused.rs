@@ -33,7 +33,7 @@ use super::{Engine, Group, RunContext, StepError, Writes};
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
-use crate::queue::{self, ClaimedDone, StepJob};
+use crate::queue::{self, ClaimedDone, Started, StepJob};
 
 /// What qualify's group needs to route its leads and claim their callbacks: the process's
 /// pause board and the runner of claimed callbacks. Cheap to clone.
@@ -109,11 +109,9 @@ pub(super) async fn route(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<String> = jobs.iter().map(|(_, id)| id.clone()).collect();
-    queue::mark_done(tx, &ids).await?;
     let mut writes = Writes::new(Step::Route);
-    if callback_worker.is_some() {
-        writes.run_here(Step::Callback);
+    if let Some(worker) = callback_worker {
+        writes.run_here(Step::Callback, Started::ClaimedBy(worker.to_owned()));
     }
     for (job, job_id) in jobs {
         let ctx = contexts
@@ -139,11 +137,9 @@ pub(super) async fn route(
     for ended in flushed.ended {
         pending.push(ended);
     }
-    let Some(worker) = callback_worker.filter(|_| !flushed.here.is_empty()) else {
+    let Some(worker) = callback_worker else {
         return Ok(Vec::new());
     };
-    let ids: Vec<String> = flushed.here.iter().map(|(_, id)| id.clone()).collect();
-    queue::claim(tx, &ids, worker).await?;
     Ok(flushed
         .here
         .into_iter()

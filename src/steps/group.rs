@@ -273,7 +273,7 @@ async fn execute(
     let route_here = plan.as_ref().is_some_and(|p| p.route);
     let callback_worker = plan.and_then(|p| p.callback_worker);
     if route_here {
-        writes.run_here(Step::Route);
+        writes.run_here(Step::Route, crate::queue::Started::Done);
     }
     let mut contexts = HashMap::new();
     for item in items {

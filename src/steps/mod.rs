@@ -64,6 +64,7 @@ impl StepError {
                 source: apalis_postgres::Error::Database(e),
                 ..
             }) => Some(e),
+            StepError::Queue(QueueError::Insert { source, .. }) => Some(source),
             _ => None,
         }
     }
@@ -266,17 +267,25 @@ pub async fn enqueue(
         run_at,
         max_attempts,
     };
-    enqueue_all(conn, step, &[new]).await?;
+    enqueue_all(conn, step, &[new], None).await?;
     Ok(())
 }
 
-/// [`enqueue`] for several executions of `step`, in two statements. Returns their job ids.
+/// [`enqueue`] for several executions of `step`, in two statements; with `started`, their jobs
+/// start so (due now) instead of queued. Returns their job ids.
 pub(crate) async fn enqueue_all(
     conn: &mut PgConnection,
     step: Step,
     jobs: &[NewJob],
+    started: Option<&queue::Started>,
 ) -> Result<Vec<String>, StepError> {
-    let ids = queue::push_steps(conn, step, jobs).await?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = match started {
+        Some(started) => queue::push_started(conn, step, jobs, started).await?,
+        None => queue::push_steps(conn, step, jobs).await?,
+    };
     let runs: Vec<Uuid> = jobs.iter().map(|j| j.job.run_id).collect();
     let ns: Vec<i32> = jobs.iter().map(|j| j.job.n).collect();
     let maxes: Vec<i32> = jobs

@@ -23,8 +23,9 @@ pub(crate) struct Writes {
     events: Vec<timeline::Entry>,
     /// Teams chosen for runs whose transition is not added yet.
     teams: HashMap<Uuid, String>,
-    /// The step whose next executions run in this same transaction (see [`Writes::run_here`]).
-    here: Option<Step>,
+    /// The step whose next executions run here, and how their jobs start (see
+    /// [`Writes::run_here`]).
+    here: Option<(Step, queue::Started)>,
 }
 
 /// What [`Writes::flush`] wrote that the caller acts on.
@@ -34,11 +35,6 @@ pub(crate) struct Flushed {
     /// The new executions of the [`Writes::run_here`] step due now, with their job ids.
     pub here: Vec<(StepJob, String)>,
 }
-
-/// How far ahead an execution run in its creator's transaction is scheduled: its job row
-/// must not be due (apalis's insert trigger wakes workers only for due jobs), and it is done
-/// before the transaction commits, so the value is never seen.
-const HERE: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// A step row to settle: which execution, its delivery count, what it produced.
 pub(crate) struct Settle {
@@ -71,10 +67,11 @@ impl Writes {
     }
 
     /// The next executions of `step` that are due now will run in this process, right after
-    /// the flush (in this transaction) or after its commit (claimed): their jobs are written
-    /// not due, so that no worker is woken for them, and the flush hands them back.
-    pub fn run_here(&mut self, step: Step) {
-        self.here = Some(step);
+    /// the flush (in this transaction: their jobs start [`queue::Started::Done`]) or after its
+    /// commit (claimed): their jobs are inserted `started` so, no worker is woken for them,
+    /// and the flush hands them back.
+    pub fn run_here(&mut self, step: Step, started: queue::Started) {
+        self.here = Some((step, started));
     }
 
     /// Records on run `run_id` the team routing chose, with the transition added next for it.
@@ -166,23 +163,18 @@ impl Writes {
             }
             number_executions(tx, step, &mut jobs).await?;
             // Only executions due now run here; a later one waits in the queue as usual.
-            let held: Vec<bool> = jobs
-                .iter()
-                .map(|j| self.here == Some(step) && j.run_at.is_none())
-                .collect();
-            let now = jiff::Timestamp::now();
-            let later = now.checked_add(HERE).unwrap_or(now);
-            for (job, held) in jobs.iter_mut().zip(&held) {
-                if *held {
-                    job.run_at = Some(later);
-                }
-            }
-            let ids = super::enqueue_all(tx, step, &jobs).await?;
-            for ((job, id), held) in jobs.iter().zip(ids).zip(held) {
-                if held {
-                    here.push((job.job, id));
-                }
-            }
+            let started = self
+                .here
+                .as_ref()
+                .filter(|(s, _)| *s == step)
+                .map(|(_, s)| s);
+            let (now, queued): (Vec<NewJob>, Vec<NewJob>) = match started {
+                Some(_) => jobs.into_iter().partition(|j| j.run_at.is_none()),
+                None => (Vec::new(), jobs),
+            };
+            super::enqueue_all(tx, step, &queued, None).await?;
+            let ids = super::enqueue_all(tx, step, &now, started).await?;
+            here.extend(now.iter().map(|j| j.job).zip(ids));
         }
         let ended = move_runs(tx, &self.runs).await?;
         timeline::record_many(tx, timeline::SYSTEM, std::mem::take(&mut self.events)).await?;
