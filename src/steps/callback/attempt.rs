@@ -174,31 +174,57 @@ pub(super) async fn settle(
     Ok(row.into())
 }
 
-/// Writes where the call stands after status callbacks (see `outcome::advance`).
+/// Writes where each attempt's call stands now, all in one statement. Returns the attempts
+/// as now recorded, in no particular order.
 pub(super) async fn record_progress(
     tx: &mut PgConnection,
-    id: Uuid,
-    p: &Progress,
+    moves: &[(Uuid, &Progress)],
     now: Timestamp,
-) -> Result<AttemptRow, sqlx::Error> {
-    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE callback_attempts SET call_status = $2, status_rank = $3, \
-                provider_call_id = COALESCE(provider_call_id, $4), answered_by = $5, \
-                placed_at = COALESCE(placed_at, $6), updated_at = $6, state = $7, \
-                outcome = COALESCE($8, outcome) \
-         WHERE id = $1 RETURNING {COLUMNS}"
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = moves.iter().map(|(id, _)| *id).collect();
+    let statuses: Vec<Option<&str>> = moves
+        .iter()
+        .map(|(_, p)| p.call_status.map(|s| s.as_str()))
+        .collect();
+    let ranks: Vec<i16> = moves.iter().map(|(_, p)| p.status_rank).collect();
+    let sids: Vec<Option<&str>> = moves
+        .iter()
+        .map(|(_, p)| p.provider_call_id.as_deref())
+        .collect();
+    let answered: Vec<Option<&str>> = moves
+        .iter()
+        .map(|(_, p)| p.answered_by.as_deref())
+        .collect();
+    let states: Vec<&str> = moves.iter().map(|(_, p)| p.state.as_str()).collect();
+    let outcomes: Vec<Option<&str>> = moves
+        .iter()
+        .map(|(_, p)| p.outcome.map(Outcome::as_str))
+        .collect();
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows: Vec<Raw> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE callback_attempts a SET call_status = u.call_status, status_rank = u.rank, \
+                provider_call_id = COALESCE(a.provider_call_id, u.sid), answered_by = u.answered, \
+                placed_at = COALESCE(a.placed_at, $2), updated_at = $2, state = u.state, \
+                outcome = COALESCE(u.outcome, a.outcome) \
+         FROM UNNEST($1::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[], \
+                     $8::text[]) AS u(id, call_status, rank, sid, answered, state, outcome) \
+         WHERE a.id = u.id RETURNING {columns}"
     )))
-    .bind(id)
-    .bind(p.call_status.map(|s| s.as_str()))
-    .bind(p.status_rank)
-    .bind(p.provider_call_id.as_deref())
-    .bind(p.answered_by.as_deref())
+    .bind(&ids)
     .bind(At(now))
-    .bind(p.state.as_str())
-    .bind(p.outcome.map(Outcome::as_str))
-    .fetch_one(tx)
+    .bind(&statuses)
+    .bind(&ranks)
+    .bind(&sids)
+    .bind(&answered)
+    .bind(&states)
+    .bind(&outcomes)
+    .fetch_all(tx)
     .await?;
-    Ok(row.into())
+    Ok(rows.into_iter().map(AttemptRow::from).collect())
 }
 
 /// The lead's calls placed in the 24 hours before `now`, across all its runs (the daily cap).
@@ -233,6 +259,9 @@ pub(super) async fn earlier_outcomes(
     run_id: Uuid,
     n: i32,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
+    if n <= 1 {
+        return Ok(Vec::new());
+    }
     let rows: Vec<(Option<String>,)> = sqlx::query_as(
         "SELECT outcome FROM callback_attempts WHERE run_id = $1 AND n < $2 ORDER BY n",
     )

@@ -3,6 +3,8 @@
 //! out-of-order callback changes nothing. A final status settles the waiting callback step
 //! in the same transaction (or wakes its job, when the step is not waiting yet).
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -38,6 +40,7 @@ pub enum OutcomeError {
 
 #[derive(sqlx::FromRow)]
 struct Target {
+    id: Uuid,
     n: i32,
     state: String,
     status_rank: i16,
@@ -134,15 +137,30 @@ pub(super) async fn apply_locked(
     owner: (i32, LockedStep),
     pending: &Pending,
 ) -> Result<Applied, OutcomeError> {
+    let ctx = &owner.1.ctx;
+    let moved = apply_on(tx, engine, ctx, attempt_id, events, pending).await?;
+    conclude(tx, engine, owner, moved, pending).await
+}
+
+/// What statuses that moved an attempt lead to, in the caller's transaction, which holds the
+/// locks of the attempt's step execution (`owner`): a final status settles the step waiting
+/// for it; news the step may be waiting on wakes its job.
+pub(super) async fn conclude(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    owner: (i32, LockedStep),
+    moved: Option<Moved>,
+    pending: &Pending,
+) -> Result<Applied, OutcomeError> {
+    let Some(moved) = moved else {
+        return Ok(Applied::Ignored);
+    };
     let (step_n, locked) = owner;
     let LockedStep {
         status: step_status,
         job_id,
         ctx,
     } = locked;
-    let Some(moved) = apply_on(tx, engine, &ctx, attempt_id, events, pending).await? else {
-        return Ok(Applied::Ignored);
-    };
     let job = StepJob {
         run_id: ctx.run_id,
         n: step_n,
@@ -183,51 +201,105 @@ pub(super) async fn apply_on(
     events: &[StatusEvent],
     pending: &Pending,
 ) -> Result<Option<Moved>, OutcomeError> {
-    let target: Option<Target> = sqlx::query_as(
-        "SELECT n, state, status_rank, provider_call_id, answered_by, team, placed_at \
-         FROM callback_attempts WHERE id = $1 FOR UPDATE",
+    let one = Statuses {
+        attempt_id,
+        ctx,
+        events,
+    };
+    let mut moved = apply_on_many(tx, engine, &[one], pending).await?;
+    Ok(moved.pop().flatten())
+}
+
+/// Statuses of one attempt's call, in order, and the run the attempt belongs to.
+pub(super) struct Statuses<'a> {
+    pub attempt_id: Uuid,
+    pub ctx: &'a RunContext,
+    pub events: &'a [StatusEvent],
+}
+
+/// [`apply_on`] for several attempts, in three statements however many there are. Returns
+/// what moved each, in the order given.
+pub(super) async fn apply_on_many(
+    tx: &mut PgConnection,
+    engine: &Engine,
+    items: &[Statuses<'_>],
+    pending: &Pending,
+) -> Result<Vec<Option<Moved>>, OutcomeError> {
+    let ids: Vec<Uuid> = items.iter().map(|i| i.attempt_id).collect();
+    let targets: Vec<Target> = sqlx::query_as(
+        "SELECT id, n, state, status_rank, provider_call_id, answered_by, team, placed_at \
+         FROM callback_attempts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
-    .bind(attempt_id)
-    .fetch_optional(&mut *tx)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
     .await?;
-    let t = target.ok_or(OutcomeError::NoAttempt(attempt_id))?;
-    let state = State::parse(&t.state);
-    let was_uncertain = matches!(state, State::Placing | State::Unknown);
-    let mut progress = Progress {
-        state,
-        status_rank: t.status_rank,
-        call_status: None,
-        provider_call_id: t.provider_call_id.clone(),
-        answered_by: t.answered_by.clone(),
-        outcome: None,
-    };
-    let entries: Vec<(String, Value)> = {
-        let _span = tracing::info_span!("status", %attempt_id).entered();
-        events
-            .iter()
-            .filter_map(|event| advance(&mut progress, t.n, event))
-            .collect()
-    };
-    if entries.is_empty() {
-        return Ok(None);
+    let mut targets: HashMap<Uuid, Target> = targets.into_iter().map(|t| (t.id, t)).collect();
+    let mut progressed = Vec::new();
+    let mut entries = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let id = item.attempt_id;
+        let t = targets.remove(&id).ok_or(OutcomeError::NoAttempt(id))?;
+        let state = State::parse(&t.state);
+        let was_uncertain = matches!(state, State::Placing | State::Unknown);
+        let mut progress = Progress {
+            state,
+            status_rank: t.status_rank,
+            call_status: None,
+            provider_call_id: t.provider_call_id.clone(),
+            answered_by: t.answered_by.clone(),
+            outcome: None,
+        };
+        let before = entries.len();
+        {
+            let _span = tracing::info_span!("status", attempt_id = %id).entered();
+            for event in item.events {
+                if let Some((event, detail)) = advance(&mut progress, t.n, event) {
+                    entries.push(timeline::Entry {
+                        lead_id: item.ctx.lead_id,
+                        run_id: Some(item.ctx.run_id),
+                        event,
+                        detail,
+                    });
+                }
+            }
+        }
+        if entries.len() > before {
+            progressed.push((index, progress, was_uncertain, t));
+        }
+    }
+    let mut moved: Vec<Option<Moved>> = items.iter().map(|_| None).collect();
+    if progressed.is_empty() {
+        return Ok(moved);
     }
     let now = engine.clock.now();
-    let attempt = attempt::record_progress(tx, attempt_id, &progress, now).await?;
-    timeline::record_all(tx, ctx.lead_id, Some(ctx.run_id), timeline::SYSTEM, entries).await?;
-    if let Some(outcome) = progress.outcome {
-        let team = t.team.clone();
-        let outcome = outcome.as_str();
-        pending.push(Observation::CallbackAttempt { team, outcome });
+    let moves: Vec<(Uuid, &Progress)> = progressed
+        .iter()
+        .map(|(index, progress, ..)| (items[*index].attempt_id, progress))
+        .collect();
+    let rows = attempt::record_progress(tx, &moves, now).await?;
+    let mut rows: HashMap<Uuid, AttemptRow> = rows.into_iter().map(|a| (a.id, a)).collect();
+    timeline::record_many(tx, timeline::SYSTEM, entries).await?;
+    for (index, progress, was_uncertain, t) in progressed {
+        let item = &items[index];
+        let attempt = rows
+            .remove(&item.attempt_id)
+            .ok_or(OutcomeError::NoAttempt(item.attempt_id))?;
+        if let Some(outcome) = progress.outcome {
+            let team = t.team.clone();
+            let outcome = outcome.as_str();
+            pending.push(Observation::CallbackAttempt { team, outcome });
+        }
+        // A status overtook the provider's answer to `place`: it is what placed the call.
+        if t.placed_at.is_none() && t.n == 1 {
+            let placed_at = engine.clock.to_real(now);
+            pending.push(speed::first_call(item.ctx, &t.team, placed_at));
+        }
+        moved[index] = Some(Moved {
+            attempt,
+            was_uncertain,
+        });
     }
-    // A status overtook the provider's answer to `place`: it is what placed the call.
-    if t.placed_at.is_none() && t.n == 1 {
-        let placed_at = engine.clock.to_real(now);
-        pending.push(speed::first_call(ctx, &t.team, placed_at));
-    }
-    Ok(Some(Moved {
-        attempt,
-        was_uncertain,
-    }))
+    Ok(moved)
 }
 
 /// Brings the step's waiting job forward to now and announces it, so a worker acts on the

@@ -4,7 +4,8 @@
 //! the one transaction of its own that each lead still cost.
 //!
 //! A group takes every step's and run's lock first, in run order, as the callback step's
-//! groups take them, then applies each report as alone. If anything fails, the group rolls
+//! groups take them, then the attempts', records every call's progress in one statement per
+//! kind of write, and settles each waiting step as alone. If anything fails, the group rolls
 //! back and its reports are applied one by one, in order.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +16,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
-use super::outcome::{self, Applied, OutcomeError};
+use super::outcome::{self, Applied, OutcomeError, Statuses};
 use crate::metrics::Pending;
 use crate::steps::{Engine, RunContext};
 use crate::telephony::sim::SimReport;
@@ -92,13 +93,28 @@ async fn apply_together(
         }
         owners.insert(attempt_id, owner);
     }
+    let owned = reports
+        .iter()
+        .map(|r| {
+            let id = r.attempt_id;
+            owners.remove(&id).ok_or(OutcomeError::NoAttempt(id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let statuses: Vec<Statuses> = reports
+        .iter()
+        .zip(&owned)
+        .map(|(report, (_, locked))| Statuses {
+            attempt_id: report.attempt_id,
+            ctx: &locked.ctx,
+            events: &report.events,
+        })
+        .collect();
     let pending = Pending::default();
+    let moved = outcome::apply_on_many(&mut tx, engine, &statuses, &pending).await?;
+    drop(statuses);
     let mut applied = Vec::with_capacity(reports.len());
-    for report in reports {
-        let id = report.attempt_id;
-        let owner = owners.remove(&id).ok_or(OutcomeError::NoAttempt(id))?;
-        let events = &report.events;
-        applied.push(outcome::apply_locked(&mut tx, engine, id, events, owner, &pending).await?);
+    for (owner, moved) in owned.into_iter().zip(moved) {
+        applied.push(outcome::conclude(&mut tx, engine, owner, moved, &pending).await?);
     }
     tx.commit().await?;
     pending.committed();
