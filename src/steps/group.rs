@@ -276,6 +276,8 @@ async fn execute(
         writes.run_here(Step::Route, crate::queue::Started::Done);
     }
     let mut contexts = HashMap::new();
+    // Callback executions admitted, prepared once what they all read is read.
+    let mut admitted = Vec::new();
     for item in items {
         let key = (item.job.run_id, item.job.n);
         let row = locked.remove(&key);
@@ -285,14 +287,33 @@ async fn execute(
             else {
                 return Ok(());
             };
-            if step != Step::Callback {
-                super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
-                if route_here {
-                    contexts.insert(ctx.run_id, ctx);
-                }
+            if step == Step::Callback {
+                admitted.push((item, ctx));
                 return Ok(());
             }
-            match callback::prepare(&mut tx, engine, ctx, job, attempt, pending, false).await? {
+            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
+            if route_here {
+                contexts.insert(ctx.run_id, ctx);
+            }
+            Ok(())
+        }
+        .instrument(super::span(step, job, &item.job_id, attempt))
+        .await;
+        decided?;
+    }
+    if !admitted.is_empty() {
+        let executions: Vec<_> = admitted.iter().map(|(i, ctx)| (i.job, ctx)).collect();
+        let read = callback::Lookups::load(&mut tx, engine, &executions).await?;
+        for (item, ctx) in admitted {
+            let (job, attempt) = (item.job, item.attempt);
+            let key = (job.run_id, job.n);
+            let span = super::span(step, job, &item.job_id, attempt);
+            span.record("lead_id", tracing::field::display(ctx.lead_id));
+            let prepared =
+                callback::prepare(&mut tx, engine, ctx, job, attempt, pending, Some(&read))
+                    .instrument(span)
+                    .await?;
+            match prepared {
                 Prepared::Call(call) => {
                     outcome.calls.insert(key, call);
                 }
@@ -301,11 +322,7 @@ async fn execute(
                 }
                 Prepared::Done => {}
             }
-            Ok(())
         }
-        .instrument(super::span(step, job, &item.job_id, attempt))
-        .await;
-        decided?;
     }
     let flushed = writes.flush(&mut tx).await?;
     for ended in flushed.ended {

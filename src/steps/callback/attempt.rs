@@ -2,6 +2,8 @@
 //! recording what the provider said. The row and its states are the guard that makes a
 //! redelivered job never phone the lead twice: Twilio's Calls API takes no idempotency key.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -100,14 +102,39 @@ pub(super) async fn current(
     tx: &mut PgConnection,
     job: StepJob,
 ) -> Result<Option<AttemptRow>, sqlx::Error> {
-    let row: Option<Raw> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM callback_attempts WHERE run_id = $1 AND step_n = $2 FOR UPDATE"
+    Ok(current_many(tx, &[job]).await?.remove(&(job.run_id, job.n)))
+}
+
+/// [`current`] for several step executions, in one statement (locking in run order).
+/// Returns the attempts found by `(run_id, step_n)`.
+pub(super) async fn current_many(
+    tx: &mut PgConnection,
+    jobs: &[StepJob],
+) -> Result<HashMap<(Uuid, i32), AttemptRow>, sqlx::Error> {
+    let runs: Vec<Uuid> = jobs.iter().map(|j| j.run_id).collect();
+    let ns: Vec<i32> = jobs.iter().map(|j| j.n).collect();
+    let rows: Vec<Owned> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT run_id, step_n, {COLUMNS} FROM callback_attempts \
+         WHERE (run_id, step_n) IN (SELECT * FROM UNNEST($1::uuid[], $2::int[])) \
+         ORDER BY run_id, step_n FOR UPDATE"
     )))
-    .bind(job.run_id)
-    .bind(job.n)
-    .fetch_optional(tx)
+    .bind(&runs)
+    .bind(&ns)
+    .fetch_all(tx)
     .await?;
-    Ok(row.map(AttemptRow::from))
+    Ok(rows
+        .into_iter()
+        .map(|o| ((o.run_id, o.step_n), AttemptRow::from(o.raw)))
+        .collect())
+}
+
+/// An attempt's row with the step execution that owns it.
+#[derive(sqlx::FromRow)]
+struct Owned {
+    run_id: Uuid,
+    step_n: i32,
+    #[sqlx(flatten)]
+    raw: Raw,
 }
 
 pub(super) async fn create(
@@ -233,15 +260,29 @@ pub(super) async fn recent_calls(
     lead_id: Uuid,
     now: Timestamp,
 ) -> Result<Vec<Timestamp>, sqlx::Error> {
-    let rows: Vec<(At,)> = sqlx::query_as(
-        "SELECT placed_at FROM callback_attempts \
-         WHERE lead_id = $1 AND placed_at > $2 - interval '24 hours' AND placed_at <= $2",
+    let mut calls = recent_calls_many(tx, &[lead_id], now).await?;
+    Ok(calls.remove(&lead_id).unwrap_or_default())
+}
+
+/// [`recent_calls`] of several leads, in one statement; a lead without any has no entry.
+pub(super) async fn recent_calls_many(
+    tx: &mut PgConnection,
+    leads: &[Uuid],
+    now: Timestamp,
+) -> Result<HashMap<Uuid, Vec<Timestamp>>, sqlx::Error> {
+    let rows: Vec<(Uuid, At)> = sqlx::query_as(
+        "SELECT lead_id, placed_at FROM callback_attempts \
+         WHERE lead_id = ANY($1) AND placed_at > $2 - interval '24 hours' AND placed_at <= $2",
     )
-    .bind(lead_id)
+    .bind(leads)
     .bind(At(now))
     .fetch_all(tx)
     .await?;
-    Ok(rows.into_iter().map(|(at,)| at.0).collect())
+    let mut calls: HashMap<Uuid, Vec<Timestamp>> = HashMap::new();
+    for (lead, at) in rows {
+        calls.entry(lead).or_default().push(at.0);
+    }
+    Ok(calls)
 }
 
 /// How many attempts the run has made so far.

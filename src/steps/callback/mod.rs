@@ -14,6 +14,7 @@
 //! again, and that is not a new attempt.
 
 mod attempt;
+mod lookups;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
@@ -21,9 +22,12 @@ pub mod reports;
 mod speed;
 pub mod webhook;
 
+use std::collections::HashMap;
+
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::group::Recorder;
 use super::{Engine, RunContext, StepError};
@@ -34,6 +38,7 @@ use crate::timeline;
 use crate::workflow::{Team, Workflow};
 pub(crate) use attempt::Answer;
 use attempt::{AttemptRow, State};
+pub(crate) use lookups::Lookups;
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
 
@@ -48,6 +53,8 @@ struct Exec<'a> {
     team: &'a Team,
     /// What the current transaction observed, counted once it commits.
     pending: &'a Pending,
+    /// What a group read for its executions, this one's among them (see [`Lookups`]).
+    group: Option<&'a Lookups>,
 }
 
 impl<'a> Exec<'a> {
@@ -73,6 +80,7 @@ impl<'a> Exec<'a> {
             team_id,
             team,
             pending,
+            group: None,
         })
     }
 }
@@ -90,7 +98,7 @@ pub(super) async fn execute(
     };
     engine.faults.check(Step::Callback).await?;
     let pending = Pending::default();
-    let prepared = prepare(&mut tx, engine, ctx, job, attempt, &pending, true).await?;
+    let prepared = prepare(&mut tx, engine, ctx, job, attempt, &pending, None).await?;
     tx.commit().await?;
     pending.committed();
     match prepared {
@@ -116,9 +124,10 @@ pub(crate) struct Call {
     row: AttemptRow,
 }
 
-/// The first part of an execution, in the caller's transaction (its own, or a group's): start,
-/// resume or settle the execution's attempt. `may_ask_provider` is false in a group: an
-/// execution that would ask the provider how a call stands comes back [`Prepared::Alone`].
+/// The first part of an execution, in the caller's transaction (its own, or a group's, with
+/// what the group read for its executions): start, resume or settle the execution's attempt.
+/// In a group, an execution that would ask the provider how a call stands comes back
+/// [`Prepared::Alone`].
 pub(crate) async fn prepare(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -126,11 +135,16 @@ pub(crate) async fn prepare(
     job: StepJob,
     attempt: u32,
     pending: &Pending,
-    may_ask_provider: bool,
+    group: Option<&Lookups>,
 ) -> Result<Prepared, StepError> {
-    let exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    let mut exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    exec.group = group;
+    let may_ask_provider = group.is_none();
     let now = engine.clock.now();
-    let current = attempt::current(tx, job).await?;
+    let current = match group {
+        Some(read) => read.current(job),
+        None => attempt::current(tx, job).await?,
+    };
     let to_place = match current {
         None => exec.begin_attempt(tx, now).await?,
         Some(a) => match a.state {
@@ -216,7 +230,11 @@ impl Exec<'_> {
         tx: &mut PgConnection,
         now: Timestamp,
     ) -> Result<Option<AttemptRow>, StepError> {
-        if let Some(what) = blocked(tx, &self.ctx).await? {
+        let blocked = match self.group {
+            Some(read) => read.blocked(self.ctx.run_id),
+            None => blocked(tx, &self.ctx).await?,
+        };
+        if let Some(what) = blocked {
             let reason = format!("the lead's {what} is on the block list");
             self.end_without_attempt(tx, RunStatus::Unreachable, &reason)
                 .await?;
@@ -267,7 +285,10 @@ impl Exec<'_> {
         earliest: Timestamp,
         asked: Rule,
     ) -> Result<Option<Plan>, StepError> {
-        let recent = attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?;
+        let recent = match self.group {
+            Some(read) => read.recent_calls(self.ctx.lead_id),
+            None => attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?,
+        };
         let e164 = self.ctx.phone_e164.as_deref().unwrap_or_default();
         let plan = plan::when(
             self.team,
@@ -569,22 +590,42 @@ async fn blocked(
     tx: &mut PgConnection,
     ctx: &RunContext,
 ) -> Result<Option<&'static str>, sqlx::Error> {
-    let kind: Option<(String,)> = sqlx::query_as(
-        "SELECT kind FROM blocklist \
-         WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
-         ORDER BY kind DESC LIMIT 1",
+    Ok(blocked_many(tx, &[ctx]).await?.remove(&ctx.run_id))
+}
+
+/// [`blocked`] for the leads of several runs, in one statement: what of each run's lead is
+/// on the block list (its phone number before its email address), by run.
+async fn blocked_many(
+    tx: &mut PgConnection,
+    ctxs: &[&RunContext],
+) -> Result<HashMap<Uuid, &'static str>, sqlx::Error> {
+    let runs: Vec<Uuid> = ctxs.iter().map(|c| c.run_id).collect();
+    let phones: Vec<Option<&str>> = ctxs.iter().map(|c| c.phone_e164.as_deref()).collect();
+    let emails: Vec<Option<&str>> = ctxs.iter().map(|c| c.email.as_deref()).collect();
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT u.run_id, b.kind FROM UNNEST($1::uuid[], $2::text[], $3::text[]) \
+              AS u(run_id, phone, email) \
+         JOIN blocklist b ON (b.kind = 'phone' AND b.value = u.phone) \
+                          OR (b.kind = 'email' AND b.value = lower(u.email)) \
+         ORDER BY b.kind",
     )
-    .bind(ctx.phone_e164.as_deref())
-    .bind(ctx.email.as_deref())
-    .fetch_optional(tx)
+    .bind(&runs)
+    .bind(&phones)
+    .bind(&emails)
+    .fetch_all(tx)
     .await?;
-    Ok(kind.map(|(k,)| {
-        if k == "phone" {
-            "phone number"
-        } else {
-            "email address"
-        }
-    }))
+    // Ordered by kind: a run's phone row comes last and wins.
+    Ok(rows
+        .into_iter()
+        .map(|(run, kind)| {
+            let what = if kind == "phone" {
+                "phone number"
+            } else {
+                "email address"
+            };
+            (run, what)
+        })
+        .collect())
 }
 
 /// The first call of a routed lead: when, with the stagger, recorded on the run.
