@@ -125,12 +125,7 @@ fn task(
     run_at: Option<jiff::Timestamp>,
     max_attempts: u32,
 ) -> Result<PgTask, QueueError> {
-    let args = serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
-        step,
-        run_id: job.run_id,
-        source,
-    })?;
-    let mut builder = TaskBuilder::new(args)
+    let mut builder = TaskBuilder::new(encode(step, job)?)
         .task_id(TaskId::from_ulid(id))
         .idempotency_key(key)
         .max_attempts(max_attempts.max(1) as usize);
@@ -140,6 +135,15 @@ fn task(
         builder = builder.run_at_timestamp(secs.max(0) as u64);
     }
     Ok(builder.build())
+}
+
+/// A step job's arguments as apalis stores them (JSON bytes).
+fn encode(step: Step, job: StepJob) -> Result<Vec<u8>, QueueError> {
+    serde_json::to_vec(&job).map_err(|source| QueueError::Encode {
+        step,
+        run_id: job.run_id,
+        source,
+    })
 }
 
 /// `run_id` names the (first) run in an error.
@@ -203,13 +207,7 @@ pub async fn push_started(
     let mut maxes = Vec::with_capacity(jobs.len());
     for new in jobs {
         ids.push(new_job_id().to_string());
-        args.push(
-            serde_json::to_vec(&new.job).map_err(|source| QueueError::Encode {
-                step,
-                run_id: new.job.run_id,
-                source,
-            })?,
-        );
+        args.push(encode(step, new.job)?);
         keys.push(new.job.idempotency_key(step));
         maxes.push(i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX));
     }

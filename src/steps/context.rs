@@ -104,18 +104,8 @@ impl RunContext {
         conn: &mut PgConnection,
         attempt_id: Uuid,
     ) -> Result<Option<(i32, LockedStep)>, StepError> {
-        let row: Option<NumberedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT a.step_n, {COLUMNS} FROM callback_attempts a \
-             JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
-             {JOINS} WHERE a.id = $1 FOR UPDATE OF s, r"
-        )))
-        .bind(attempt_id)
-        .fetch_optional(conn)
-        .await?;
-        let Some(NumberedRow { step_n, row }) = row else {
-            return Ok(None);
-        };
-        Ok(Some((step_n, row.into_locked()?)))
+        let mut found = Self::lock_attempt_steps(conn, &[attempt_id]).await?;
+        Ok(found.pop().map(|(_, owner)| owner))
     }
 
     /// [`RunContext::lock_attempt_step`] for several attempts, in one round trip and in run
@@ -125,7 +115,7 @@ impl RunContext {
         conn: &mut PgConnection,
         attempt_ids: &[Uuid],
     ) -> Result<Vec<(Uuid, (i32, LockedStep))>, StepError> {
-        let rows: Vec<AttemptRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows: Vec<OwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT a.id AS attempt_id, a.step_n, {COLUMNS} FROM callback_attempts a \
              JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
              {JOINS} WHERE a.id = ANY($1) ORDER BY s.run_id, s.n FOR UPDATE OF s, r"
@@ -134,16 +124,16 @@ impl RunContext {
         .fetch_all(conn)
         .await?;
         rows.into_iter()
-            .map(|AttemptRow { attempt_id, step }| {
+            .map(|OwnerRow { attempt_id, step }| {
                 Ok((attempt_id, (step.step_n, step.row.into_locked()?)))
             })
             .collect()
     }
 }
 
-/// A callback step's row with the id of the attempt that led to it.
+/// A callback step's row with the id of the call attempt it owns.
 #[derive(sqlx::FromRow)]
-struct AttemptRow {
+struct OwnerRow {
     attempt_id: Uuid,
     #[sqlx(flatten)]
     step: NumberedRow,

@@ -227,19 +227,16 @@ pub(super) async fn record_progress(
         .iter()
         .map(|(_, p)| p.outcome.map(Outcome::as_str))
         .collect();
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("a.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // The new values' names differ from the table's, so that RETURNING's columns are its.
     let rows: Vec<Raw> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE callback_attempts a SET call_status = u.call_status, status_rank = u.rank, \
-                provider_call_id = COALESCE(a.provider_call_id, u.sid), answered_by = u.answered, \
-                placed_at = COALESCE(a.placed_at, $2), updated_at = $2, state = u.state, \
-                outcome = COALESCE(u.outcome, a.outcome) \
+        "UPDATE callback_attempts a SET call_status = u.new_status, status_rank = u.new_rank, \
+                provider_call_id = COALESCE(a.provider_call_id, u.new_sid), \
+                answered_by = u.new_answered, placed_at = COALESCE(a.placed_at, $2), \
+                updated_at = $2, state = u.new_state, outcome = COALESCE(u.new_outcome, a.outcome) \
          FROM UNNEST($1::uuid[], $3::text[], $4::smallint[], $5::text[], $6::text[], $7::text[], \
-                     $8::text[]) AS u(id, call_status, rank, sid, answered, state, outcome) \
-         WHERE a.id = u.id RETURNING {columns}"
+                     $8::text[]) \
+              AS u(attempt, new_status, new_rank, new_sid, new_answered, new_state, new_outcome) \
+         WHERE a.id = u.attempt RETURNING {COLUMNS}"
     )))
     .bind(&ids)
     .bind(At(now))
