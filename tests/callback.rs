@@ -970,3 +970,56 @@ async fn statuses_reported_together_are_applied_in_one_transaction() {
         assert_eq!(timeline_events(&view, "call.completed").len(), 1, "{view}");
     }
 }
+
+#[tokio::test]
+async fn leads_blocked_after_intake_are_never_called() {
+    use leadflow::validate::BlockKind;
+
+    let app = app(sim("completed"), Clock::System, callbacks()).await;
+    let hook = app.hook("fast", "fast-callback", true).await;
+    // Their callbacks wait in the paused queue, then run together once it resumes.
+    app.queue_action("callback", "pause").await;
+    let phones = ["650-253-0141", "650-253-0142", "650-253-0143"];
+    let mut leads = Vec::new();
+    for phone in phones {
+        leads.push(submit(&app, &hook.token, &sample("fast", phone)).await);
+    }
+    eventually("three callbacks wait", Duration::from_secs(20), || {
+        count_is(
+            &app,
+            "SELECT count(*) FROM steps WHERE name = 'callback' AND status = 'pending'",
+            3,
+        )
+    })
+    .await;
+    let block = |kind, value: &'static str| {
+        let pool = app.db.pool.clone();
+        async move {
+            leadflow::blocklist::add(&pool, kind, value, None)
+                .await
+                .expect("blocked")
+        }
+    };
+    // The first lead's phone and email both, the second's email only.
+    block(BlockKind::Phone, "+1 650 253 0141").await;
+    block(BlockKind::Email, "john.doe+6502530141@example.com").await;
+    block(BlockKind::Email, "John.Doe+6502530142@Example.com").await;
+    app.queue_action("callback", "resume").await;
+
+    let expected = [
+        ("unreachable", Some("the lead's phone number is on the block list")),
+        ("unreachable", Some("the lead's email address is on the block list")),
+        ("called", None),
+    ];
+    for (lead, (status, reason)) in leads.iter().zip(expected) {
+        let view = app.wait_for_run(lead, status, Duration::from_secs(20)).await;
+        if let Some(reason) = reason {
+            assert_eq!(view["run"]["reason"], reason, "{view:#}");
+        }
+    }
+    for lead in &leads[..2] {
+        let (_, view) = app.get_lead(lead).await;
+        let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+        assert!(attempts.is_empty(), "no call for a blocked lead: {view:#}");
+    }
+}
