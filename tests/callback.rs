@@ -1007,12 +1007,20 @@ async fn leads_blocked_after_intake_are_never_called() {
     app.queue_action("callback", "resume").await;
 
     let expected = [
-        ("unreachable", Some("the lead's phone number is on the block list")),
-        ("unreachable", Some("the lead's email address is on the block list")),
+        (
+            "unreachable",
+            Some("the lead's phone number is on the block list"),
+        ),
+        (
+            "unreachable",
+            Some("the lead's email address is on the block list"),
+        ),
         ("called", None),
     ];
     for (lead, (status, reason)) in leads.iter().zip(expected) {
-        let view = app.wait_for_run(lead, status, Duration::from_secs(20)).await;
+        let view = app
+            .wait_for_run(lead, status, Duration::from_secs(20))
+            .await;
         if let Some(reason) = reason {
             assert_eq!(view["run"]["reason"], reason, "{view:#}");
         }
