@@ -150,6 +150,13 @@ async fn a_second_lead_with_the_same_phone_or_email_is_a_duplicate() {
         .wait_for_run(&same_email, "duplicate", Duration::from_secs(10))
         .await;
     assert_eq!(view["steps"][1]["output"]["matched"], "email");
+    // Both at once, and three earlier leads match: the earliest, by its phone.
+    let both = submit(&app, &hook.token, &lead("rules-form", 20, |_| {})).await;
+    let view = app
+        .wait_for_run(&both, "duplicate", Duration::from_secs(10))
+        .await;
+    assert_eq!(view["steps"][1]["output"]["duplicate_of"], json!(first));
+    assert_eq!(view["steps"][1]["output"]["matched"], "phone");
 }
 
 /// Reads the retry events of a lead's timeline: (attempt, at, next_run_at).

@@ -102,3 +102,34 @@ async fn a_workers_finished_jobs_are_not_read_by_its_acknowledgements_or_rescues
     ids.sort();
     assert_eq!(ids, ["job-10017", "job-15017", "job-17", "job-5017"]);
 }
+
+async fn plan_cache_mode<'c, E: sqlx::PgExecutor<'c>>(conn: E) -> String {
+    let (mode,): (String,) = sqlx::query_as("SHOW plan_cache_mode")
+        .fetch_one(conn)
+        .await
+        .expect("show");
+    mode
+}
+
+/// leadflow's connections plan generically (the steps' array statements were planned again
+/// at every execution otherwise); the operator's filtered lists, in `custom_plans`, are
+/// planned for the filters they set, and only inside that read-only transaction.
+#[tokio::test]
+async fn the_pool_plans_generically_and_filtered_lists_for_their_filters() {
+    let db = TestDb::new().await;
+    let pool = leadflow::db::connect(&db.url, 2, Duration::from_secs(10))
+        .await
+        .expect("connect");
+    assert_eq!(plan_cache_mode(&pool).await, "force_generic_plan");
+
+    let mut tx = leadflow::db::custom_plans(&pool).await.expect("begin");
+    assert_eq!(plan_cache_mode(&mut *tx).await, "force_custom_plan");
+    let write = sqlx::query("CREATE TABLE not_here (x int)")
+        .execute(&mut *tx)
+        .await
+        .expect_err("the transaction is read-only");
+    assert!(write.to_string().contains("read-only"), "{write}");
+    tx.rollback().await.expect("rollback");
+
+    assert_eq!(plan_cache_mode(&pool).await, "force_generic_plan");
+}

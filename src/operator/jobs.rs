@@ -67,6 +67,7 @@ pub async fn list(
         None => queues::all_names(),
     };
     let state = filter.state.map(JobState::filter);
+    let mut tx = crate::db::custom_plans(pool).await?;
     let rows: Vec<JobSummary> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {SUMMARY_SQL}, {STATE_SQL} AS state {FROM_SQL} \
          WHERE j.job_type = ANY($1) \
@@ -82,8 +83,9 @@ pub async fn list(
     .bind(state.as_ref().and_then(|s| s.exhausted))
     .bind(page.position()?)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Page::from_rows(rows, limit, |job| job.id.clone()))
 }
 

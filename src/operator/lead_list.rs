@@ -90,6 +90,7 @@ pub async fn list(
         }
         None => (None, None),
     };
+    let mut tx = crate::db::custom_plans(pool).await?;
     let rows: Vec<LeadRow> = sqlx::query_as(
         "SELECT l.id, l.received_at, h.name AS hook, l.name, \
                 COALESCE(l.phone_e164, NULLIF(concat(l.submission ->> 'country_code', \
@@ -113,8 +114,9 @@ pub async fn list(
     .bind(before_at)
     .bind(before_id)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mut page = Page::from_rows(rows, limit, |l| format!("{}|{}", l.received_at.0, l.id));
     let shown: Vec<Uuid> = page.items.iter().map(|l| l.id).collect();
     if let Some(actor) = reveal {

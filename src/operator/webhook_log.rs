@@ -63,6 +63,7 @@ pub async fn list(pool: &PgPool, filter: &LogFilter, page: &PageRequest) -> Resu
     } else {
         "id DESC"
     };
+    let mut tx = crate::db::custom_plans(pool).await?;
     let rows: Vec<LogEntry> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, received_at, hook_name AS hook, status_code, outcome, reason, lead_id, \
                 content_type, body_size, idempotency_key \
@@ -78,8 +79,9 @@ pub async fn list(pool: &PgPool, filter: &LogFilter, page: &PageRequest) -> Resu
     .bind(before)
     .bind(filter.after)
     .bind(i64::from(limit) + 1)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     if filter.after.is_some() {
         let mut page = Page::from_rows(rows, limit, |_| String::new());
         page.next_cursor = None;

@@ -50,21 +50,32 @@ pub(super) async fn decide(
 }
 
 /// The earliest accepted lead, received before this one and within `window`, with the same
-/// E.164 phone or the same email. Ordering by (received_at, id) makes two simultaneous
-/// submissions agree on which one is first.
+/// E.164 phone or the same email (a lead matching both is a phone match). Ordering by
+/// (received_at, id) makes two simultaneous submissions agree on which one is first.
+///
+/// One indexed lookup per kind, merged: written as one `phone = … OR email = …` with
+/// `ORDER BY … LIMIT 1`, the planner's custom plans (a connection's first five executions)
+/// walked the received_at index back through the whole window instead, 23 ms against 0.3 ms
+/// with 12,500 leads in a day.
 async fn find_earlier_match(
     conn: &mut PgConnection,
     ctx: &RunContext,
     window: Duration,
 ) -> Result<Option<(Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, CASE WHEN phone_e164 = $2 THEN 'phone' ELSE 'email' END \
-         FROM leads \
-         WHERE accepted AND id <> $1 \
-           AND (received_at, id) < ($4, $1) \
-           AND received_at >= $4 - make_interval(secs => $5::float8) \
-           AND (phone_e164 = $2 OR ($3::text IS NOT NULL AND lower(email) = lower($3))) \
-         ORDER BY received_at, id LIMIT 1",
+        "SELECT id, kind FROM ( \
+           (SELECT id, received_at, 'phone' AS kind FROM leads \
+             WHERE accepted AND phone_e164 = $2 AND id <> $1 \
+               AND (received_at, id) < ($4, $1) \
+               AND received_at >= $4 - make_interval(secs => $5::float8) \
+             ORDER BY received_at, id LIMIT 1) \
+           UNION ALL \
+           (SELECT id, received_at, 'email' FROM leads \
+             WHERE accepted AND $3::text IS NOT NULL AND lower(email) = lower($3) AND id <> $1 \
+               AND (received_at, id) < ($4, $1) \
+               AND received_at >= $4 - make_interval(secs => $5::float8) \
+             ORDER BY received_at, id LIMIT 1) \
+         ) m ORDER BY received_at, id, kind DESC LIMIT 1",
     )
     .bind(ctx.lead_id)
     .bind(ctx.phone_e164.as_deref())
