@@ -55,6 +55,10 @@ impl RunContext {
     /// step's first statement). Returns the step's status and job id with the context, or
     /// `None` when there is no such step. The run row's lock keeps operator actions on the
     /// same run out until the step commits.
+    ///
+    /// `FOR NO KEY UPDATE`, as every step's lock: it excludes the other steps and the
+    /// operator's actions as `FOR UPDATE` would, but not the `KEY SHARE` locks that inserts
+    /// referencing the run (its steps, its call attempts) take for their foreign keys.
     pub async fn lock_step(
         conn: &mut PgConnection,
         run_id: Uuid,
@@ -63,7 +67,7 @@ impl RunContext {
     ) -> Result<Option<LockedStep>, StepError> {
         let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM steps s {JOINS} \
-             WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s, r"
+             WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR NO KEY UPDATE OF s, r"
         )))
         .bind(run_id)
         .bind(step)
@@ -85,7 +89,7 @@ impl RunContext {
         let rows: Vec<NumberedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT s.n AS step_n, {COLUMNS} FROM steps s {JOINS} \
              WHERE s.name = $1 AND (s.run_id, s.n) IN (SELECT * FROM UNNEST($2::uuid[], $3::int[])) \
-             ORDER BY s.run_id, s.n FOR UPDATE OF s, r"
+             ORDER BY s.run_id, s.n FOR NO KEY UPDATE OF s, r"
         )))
         .bind(step)
         .bind(&runs)
@@ -118,7 +122,7 @@ impl RunContext {
         let rows: Vec<OwnerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT a.id AS attempt_id, a.step_n, {COLUMNS} FROM callback_attempts a \
              JOIN steps s ON s.run_id = a.run_id AND s.name = 'callback' AND s.n = a.step_n \
-             {JOINS} WHERE a.id = ANY($1) ORDER BY s.run_id, s.n FOR UPDATE OF s, r"
+             {JOINS} WHERE a.id = ANY($1) ORDER BY s.run_id, s.n FOR NO KEY UPDATE OF s, r"
         )))
         .bind(attempt_ids)
         .fetch_all(conn)

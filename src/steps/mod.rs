@@ -361,7 +361,7 @@ async fn record_failure(
     let mut tx = engine.pool.begin().await?;
     let row: Option<(i32, Uuid, String)> = sqlx::query_as(
         "SELECT s.max_attempts, r.lead_id, r.workflow FROM steps s JOIN runs r ON r.id = s.run_id \
-         WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR UPDATE OF s",
+         WHERE s.run_id = $1 AND s.name = $2 AND s.n = $3 FOR NO KEY UPDATE OF s",
     )
     .bind(job.run_id)
     .bind(step.as_str())

@@ -261,7 +261,7 @@ pub(crate) async fn move_runs(
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
                    AS u(id, status, reason, team)), \
-         old AS (SELECT r.id, r.status FROM runs r JOIN u ON u.id = r.id ORDER BY r.id FOR UPDATE OF r) \
+         old AS (SELECT r.id, r.status FROM runs r JOIN u ON u.id = r.id ORDER BY r.id FOR NO KEY UPDATE OF r) \
          UPDATE runs r SET \
          status = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
                        THEN u.status ELSE old.status END, \

@@ -116,7 +116,7 @@ pub(super) async fn current_many(
     let rows: Vec<Owned> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT run_id, step_n, {COLUMNS} FROM callback_attempts \
          WHERE (run_id, step_n) IN (SELECT * FROM UNNEST($1::uuid[], $2::int[])) \
-         ORDER BY run_id, step_n FOR UPDATE"
+         ORDER BY run_id, step_n FOR NO KEY UPDATE"
     )))
     .bind(&runs)
     .bind(&ns)

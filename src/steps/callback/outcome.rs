@@ -228,7 +228,7 @@ pub(super) async fn apply_on_many(
     let ids: Vec<Uuid> = items.iter().map(|i| i.attempt_id).collect();
     let targets: Vec<Target> = sqlx::query_as(
         "SELECT id, n, state, status_rank, provider_call_id, answered_by, team, placed_at \
-         FROM callback_attempts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+         FROM callback_attempts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
