@@ -34,12 +34,14 @@ impl Service {
         admin_token: &str,
         workers: Option<&WorkerSettings>,
     ) -> io::Result<Service> {
+        let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
         let intake = Arc::new(Intake {
             pool: engine.pool.clone(),
             workflows: engine.workflows.clone(),
             max_body_bytes: http.max_body_bytes,
             request_timeout: http.request_timeout(),
             limits: RateLimits::new(http.rate_limit_per_min),
+            handoff: workers.as_ref().map(Workers::handoff),
         });
         let app = server::app(AppState {
             pool: engine.pool.clone(),
@@ -48,9 +50,18 @@ impl Service {
             engine: engine.clone(),
         });
         let grace = Some(http.request_timeout());
-        let (addr, stop_http, handle) =
-            crate::listener::spawn(http.listen, app, grace, http.header_timeout()).await?;
-        let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
+        let listening =
+            crate::listener::spawn(http.listen, app, grace, http.header_timeout()).await;
+        let (addr, stop_http, handle) = match listening {
+            Ok(listening) => listening,
+            Err(e) => {
+                // Started first so that intake can hand them its leads; stopped cleanly.
+                if let Some(w) = workers {
+                    w.shutdown().await;
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(%addr, workers = workers.is_some(), "leadflow is listening");
         Ok(Service {
             addr,

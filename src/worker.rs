@@ -21,7 +21,7 @@ use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob};
 use crate::retention;
-use crate::steps::{Engine, Fusion, Group};
+use crate::steps::{Engine, Fusion, Group, Handoff};
 use crate::wakeup::{Announcer, Gated, Signal, Wakeup};
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
@@ -29,6 +29,7 @@ pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     shutdown_timeout: Duration,
+    handoff: Handoff,
 }
 
 /// Heartbeat cadence and missed beats such that a silent worker's jobs are rescued after
@@ -78,6 +79,15 @@ impl Workers {
             Some(fusion),
             &mut tasks,
         );
+        // Intake hands its leads' qualify jobs to this process's qualify worker.
+        let handoff = Handoff::start(
+            engine.clone(),
+            pauses.clone(),
+            qualify.clone(),
+            batch,
+            stop.subscribe(),
+            &mut tasks,
+        );
         for group in [qualify, route, callbacks] {
             let signal = announcer.signal(queue::queue_name(group.step()));
             let engine = engine.clone();
@@ -109,7 +119,13 @@ impl Workers {
             stop,
             tasks,
             shutdown_timeout: settings.shutdown_timeout(),
+            handoff,
         }
+    }
+
+    /// What intake uses to run its leads' qualify jobs in these workers.
+    pub fn handoff(&self) -> Handoff {
+        self.handoff.clone()
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

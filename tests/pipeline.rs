@@ -536,3 +536,50 @@ async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
         (false, "Done".to_owned(), 1, true)
     );
 }
+
+/// The qualify job of `lead`: apalis's status, attempts, the worker it was claimed by, and
+/// whether it was claimed in the transaction that inserted it (`lock_at = run_at`: both are
+/// that transaction's `now()`; a fetch claims later).
+async fn qualify_job(app: &TestApp, lead: &str) -> (String, i32, Option<String>, Option<bool>) {
+    let lead: uuid::Uuid = lead.parse().expect("lead id");
+    sqlx::query_as(
+        "SELECT j.status, j.attempts, j.lock_by, j.lock_at = j.run_at \
+         FROM apalis.jobs j JOIN steps s ON s.job_id = j.id JOIN runs r ON r.id = s.run_id \
+         WHERE r.lead_id = $1 AND s.name = 'qualify'",
+    )
+    .bind(lead)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("qualify job")
+}
+
+#[tokio::test]
+async fn intake_hands_new_leads_to_its_own_qualify_worker_unless_the_queue_is_paused() {
+    let app = rules_app().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+
+    // Claimed by this process's qualify worker in intake's own transaction, then run and
+    // acknowledged here: no notification, no fetch.
+    let handed = submit(&app, &hook.token, &lead("rules-form", 40, |_| {})).await;
+    app.wait_for_run(&handed, "routed", Duration::from_secs(10))
+        .await;
+    let (status, attempts, by, at_insert) = qualify_job(&app, &handed).await;
+    assert_eq!((status.as_str(), attempts), ("Done", 1));
+    assert!(
+        by.as_deref().is_some_and(|w| w.ends_with("-qualify")),
+        "{by:?}"
+    );
+    assert_eq!(at_insert, Some(true));
+
+    // Paused: queued for whichever worker takes it after the resume, not claimed.
+    app.queue_action("qualify", "pause").await;
+    let queued = submit(&app, &hook.token, &lead("rules-form", 41, |_| {})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, by, _) = qualify_job(&app, &queued).await;
+    assert_eq!((status.as_str(), by), ("Pending", None));
+    app.queue_action("qualify", "resume").await;
+    app.wait_for_run(&queued, "routed", Duration::from_secs(10))
+        .await;
+    let (status, _, _, at_insert) = qualify_job(&app, &queued).await;
+    assert_eq!((status.as_str(), at_insert), ("Done", Some(false)));
+}

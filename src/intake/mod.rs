@@ -23,6 +23,7 @@ use sqlx::PgPool;
 use crate::hooks::{self, Hook};
 use crate::metrics;
 use crate::reply::ApiError;
+use crate::steps::Handoff;
 use crate::validate::{self, Policy};
 use crate::workflow::Workflows;
 pub use request::RequestMeta;
@@ -35,6 +36,8 @@ pub struct Intake {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub limits: limit::RateLimits,
+    /// This process's workers' way to run new leads' qualify jobs at once, when it has them.
+    pub handoff: Option<Handoff>,
 }
 
 #[handler]
@@ -159,7 +162,7 @@ async fn handle(
         verdict,
         max_attempts,
     };
-    Ok(store::submit(pool, input).await?)
+    Ok(store::submit(pool, intake.handoff.as_ref(), input).await?)
 }
 
 /// Answers with `err` after writing the request to the webhook log.

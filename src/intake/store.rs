@@ -15,9 +15,9 @@ use super::parse;
 use crate::hooks::Hook;
 use crate::lead::{RunStatus, Step, Submission};
 use crate::metrics::{self, LeadOutcome, Observation};
-use crate::queue::StepJob;
+use crate::queue::{NewJob, Started, StepJob};
 use crate::reply::{self, ApiError};
-use crate::steps;
+use crate::steps::{self, Handoff};
 use crate::timeline;
 use crate::validate::{self, BlockKind, Rejection, ValidLead};
 
@@ -110,7 +110,14 @@ pub struct Submitted<'a> {
 
 /// Stores the submission and answers it: 200 accepted, 422 rejected (lead kept), or the
 /// stored answer of an earlier request with the same idempotency key.
-pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, StoreError> {
+///
+/// With a `handoff` whose worker is taking jobs, the lead's qualify job is written claimed by
+/// that worker and handed to it after the commit ([`Handoff`]), instead of queued.
+pub async fn submit(
+    pool: &PgPool,
+    handoff: Option<&Handoff>,
+    input: Submitted<'_>,
+) -> Result<Response, StoreError> {
     let mut tx = pool.begin().await?;
     let request_hash: [u8; 32] = Sha256::digest(parse::canonical(input.submission)).into();
     if let Some(key) = input.meta.idempotency_key.as_deref()
@@ -151,16 +158,22 @@ pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, Sto
     .await?;
     record_validation(&mut tx, &input, lead_id, run_id, &verdict).await?;
 
+    let mut claimed = None;
     let (code, body, outcome, log_reason) = match &verdict {
         Ok(valid) => {
-            steps::enqueue(
-                &mut tx,
-                Step::Qualify,
-                StepJob { run_id, n: 1 },
-                None,
-                input.max_attempts,
-            )
-            .await?;
+            let job = StepJob { run_id, n: 1 };
+            let first = NewJob {
+                job,
+                run_at: None,
+                max_attempts: input.max_attempts,
+            };
+            let worker = handoff.and_then(Handoff::worker);
+            let started = worker.clone().map(Started::ClaimedBy);
+            let ids =
+                steps::enqueue_all(&mut tx, Step::Qualify, &[first], started.as_ref()).await?;
+            if let (Some(handoff), Some(worker), Some(id)) = (handoff, worker, ids.first()) {
+                claimed = Some((handoff.clone(), job, id.clone(), worker));
+            }
             let auto = valid.is_auto.unwrap_or(input.hook.auto_callback);
             let body = json!({
                 "status": "success",
@@ -207,7 +220,19 @@ pub async fn submit(pool: &PgPool, input: Submitted<'_>) -> Result<Response, Sto
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
+    match claimed {
+        // On a task of its own: the request's timeout may drop this future, and a job
+        // committed claimed but never handed over would stay claimed by a live worker.
+        Some((handoff, job, job_id, worker)) => {
+            tokio::spawn(async move {
+                tx.commit().await?;
+                handoff.dispatch(job, job_id, worker).await;
+                Ok::<(), sqlx::Error>(())
+            })
+            .await??;
+        }
+        None => tx.commit().await?,
+    }
     match &verdict {
         Ok(_) => metrics::lead(&input.hook.name, LeadOutcome::Accepted),
         Err(r) => {
@@ -450,6 +475,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("enqueueing the first step: {0}")]
     Enqueue(#[from] steps::StepError),
+    #[error("committing the lead: {0}")]
+    Commit(#[from] tokio::task::JoinError),
 }
 
 impl From<StoreError> for ApiError {
@@ -457,6 +484,7 @@ impl From<StoreError> for ApiError {
         let db = match &e {
             StoreError::Db(db) => Some(db),
             StoreError::Enqueue(step) => step.db_error(),
+            StoreError::Commit(_) => None,
         };
         match db {
             Some(db) => ApiError::from_db(db),

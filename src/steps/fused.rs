@@ -10,30 +10,24 @@
 //! Not while the route queue is paused here (its jobs must wait), and not while a test
 //! fault is set on route (the fault's retries must go through the queue).
 //!
-//! A callback due at once goes on in this process too, as Temporal dispatches an activity
-//! eagerly: its job is written claimed by this process's callback worker, and after the
-//! commit [`Eager`] runs it through the callback group, on a task of its own (a slow
-//! provider must not hold qualify's workers), then acknowledges it. Until then it is that
-//! worker's job like any it fetched: if the process dies, apalis rescues it once the
-//! worker's heartbeat stops; the callback's attempt record keeps a call from going out
-//! twice, as for any second delivery. At most a fetch batch of claimed callbacks wait or
-//! run at once; past that, callbacks are queued as usual, for any process to take.
+//! A callback due at once goes on in this process too ([`super::eager`]): its job is written
+//! claimed by this process's callback worker, and after the commit it runs through the
+//! callback group on a task of its own (a slow provider must not hold qualify's workers).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::eager::{Claimed, Eager};
 use super::{Engine, Group, RunContext, StepError, Writes};
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
-use crate::queue::{self, ClaimedDone, Started, StepJob};
+use crate::queue::{self, Started, StepJob};
 
 /// What qualify's group needs to route its leads and claim their callbacks: the process's
 /// pause board and the runner of claimed callbacks. Cheap to clone.
@@ -55,7 +49,7 @@ impl Fusion {
     ) -> Fusion {
         Fusion {
             pauses,
-            eager: Eager::start(engine, callbacks, limit, tasks),
+            eager: Eager::start(engine, callbacks, limit, None, tasks),
         }
     }
 }
@@ -84,15 +78,6 @@ impl Plan {
             callback_worker,
         }
     }
-}
-
-/// A callback execution claimed for this process's callback worker, to run once the
-/// transaction that created it has committed.
-#[derive(Debug)]
-pub(crate) struct Claimed {
-    pub job: StepJob,
-    pub job_id: String,
-    pub worker: String,
 }
 
 /// Routes the runs whose route executions `jobs` the caller's transaction has just created
@@ -151,127 +136,10 @@ pub(super) async fn route(
         .collect())
 }
 
-/// Runs the callbacks that qualify's groups claimed, each on a task of its own. Cheap to
-/// clone.
-#[derive(Clone)]
-struct Eager {
-    sender: mpsc::UnboundedSender<Claimed>,
-    in_flight: Arc<AtomicUsize>,
-    limit: usize,
-}
-
-impl Eager {
-    /// Starts the runner and its acknowledger on `tasks`: aborting them aborts the
-    /// callbacks, as a crash would; once every sender is dropped the runner ends after its
-    /// last callback, and the acknowledger after the last acknowledgement.
-    fn start(
-        engine: Arc<Engine>,
-        callbacks: Group,
-        limit: usize,
-        tasks: &mut JoinSet<()>,
-    ) -> Eager {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<Claimed>();
-        let (acks, ack_receiver) = mpsc::unbounded_channel::<ClaimedDone>();
-        tasks.spawn(acknowledge(engine.clone(), ack_receiver));
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let counter = in_flight.clone();
-        tasks.spawn(async move {
-            let mut running = JoinSet::new();
-            loop {
-                tokio::select! {
-                    claimed = receiver.recv() => match claimed {
-                        Some(claimed) => {
-                            let (engine, callbacks, counter, acks) =
-                                (engine.clone(), callbacks.clone(), counter.clone(), acks.clone());
-                            running.spawn(async move {
-                                let done = run_claimed(&engine, &callbacks, claimed).await;
-                                counter.fetch_sub(1, Ordering::AcqRel);
-                                let _ = acks.send(done);
-                            });
-                        }
-                        None => break,
-                    },
-                    Some(_) = running.join_next() => {}
-                }
-            }
-            while running.join_next().await.is_some() {}
-        });
-        Eager {
-            sender,
-            in_flight,
-            limit: limit.max(1),
-        }
-    }
-
-    fn has_room(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) < self.limit
-    }
-}
-
-/// Hands a claimed callback to `fusion`'s runner. Without a runner to take it, the job is
-/// handed back to the queue rather than left claimed by a live worker.
+/// Hands a claimed callback to `fusion`'s runner; without one, back to the queue.
 pub(super) async fn dispatch(engine: &Engine, fusion: Option<&Fusion>, claimed: Claimed) {
-    let claimed = match fusion.map(|f| &f.eager) {
-        Some(eager) => {
-            eager.in_flight.fetch_add(1, Ordering::AcqRel);
-            match eager.sender.send(claimed) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(claimed)) => {
-                    eager.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    claimed
-                }
-            }
-        }
-        None => claimed,
-    };
-    if let Err(e) = queue::release(&engine.pool, &claimed.job_id, &claimed.worker).await {
-        tracing::warn!(job_id = %claimed.job_id, error = %e, "claimed job not handed back; it is rescued with its worker's jobs");
+    match fusion {
+        Some(fusion) => fusion.eager.dispatch(engine, claimed).await,
+        None => super::eager::release(engine, &claimed).await,
     }
 }
-
-/// Runs a claimed callback through the callback step's group; its acknowledgement is left
-/// to [`acknowledge`].
-async fn run_claimed(engine: &Engine, callbacks: &Group, claimed: Claimed) -> ClaimedDone {
-    let Claimed {
-        job,
-        job_id,
-        worker,
-    } = claimed;
-    // Boxed: run_job is also what hands claimed callbacks over, for qualify's executions.
-    let result = Box::pin(callbacks.run_job(engine, job, &job_id, 1)).await;
-    ClaimedDone {
-        id: job_id,
-        worker,
-        error: result.err().map(|e| e.to_string()),
-    }
-}
-
-/// Acknowledges executed claimed callbacks, all those waiting in one statement, as apalis
-/// acknowledges a worker's jobs. A statement the database refuses is retried for a while:
-/// until it lands the jobs stay claimed, and only a dead worker's jobs are rescued.
-async fn acknowledge(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<ClaimedDone>) {
-    while let Some(first) = receiver.recv().await {
-        let mut done = vec![first];
-        while let Ok(more) = receiver.try_recv() {
-            done.push(more);
-        }
-        let mut pause = Duration::from_millis(200);
-        let mut tries = 0;
-        while let Err(e) = queue::finish_claimed(&engine.pool, &done).await {
-            tries += 1;
-            if tries >= ACK_TRIES {
-                tracing::error!(jobs = done.len(), error = %e,
-                    "claimed jobs not acknowledged; they stay claimed until their worker restarts");
-                break;
-            }
-            tracing::warn!(jobs = done.len(), error = %e, ?pause,
-                "could not acknowledge claimed jobs; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-        }
-    }
-}
-
-/// About a minute of retries: longer than a database restart, and by then a worker whose
-/// heartbeat fails has been replaced, so its claimed jobs are rescued anyway.
-const ACK_TRIES: usize = 16;

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::callback::{self, Answer, Call, Prepared};
-use super::{Engine, RunContext, StepError, Writes, fused};
+use super::{Engine, RunContext, StepError, Writes, eager, fused};
 use crate::lead::Step;
 use crate::metrics::Pending;
 use crate::queue::StepJob;
@@ -60,7 +60,7 @@ enum Reply {
     Committed {
         lead_id: Option<Uuid>,
         call: Option<Box<Call>>,
-        claimed: Option<fused::Claimed>,
+        claimed: Option<eager::Claimed>,
     },
     /// Run it alone.
     Alone,
@@ -73,7 +73,7 @@ struct Outcome {
     calls: HashMap<(Uuid, i32), Box<Call>>,
     alone: HashSet<(Uuid, i32)>,
     /// Callbacks claimed for this process, by run.
-    claimed: HashMap<Uuid, fused::Claimed>,
+    claimed: HashMap<Uuid, eager::Claimed>,
 }
 
 impl Group {

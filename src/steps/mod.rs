@@ -9,6 +9,7 @@
 
 pub mod callback;
 mod context;
+mod eager;
 mod engine;
 pub mod faults;
 mod fused;
@@ -29,6 +30,7 @@ use crate::metrics::{self, Observation, StepOutcome};
 use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
 pub use context::{LockedStep, RunContext};
+pub use eager::Handoff;
 pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 pub use fused::Fusion;
 pub use group::Group;

@@ -56,6 +56,11 @@ struct Args {
     /// Length of the speed-to-lead phase, in seconds.
     #[arg(long, default_value_t = 30)]
     rate_seconds: u64,
+    /// Seconds of the same offered load before the speed-to-lead phase, not measured: a
+    /// freshly started process opens its connections, and each new PostgreSQL backend
+    /// loads its caches and prepares its statements, under the first seconds of load.
+    #[arg(long, default_value_t = 5)]
+    rate_warmup_seconds: u64,
     /// Worker concurrency per queue (LEADFLOW_CONCURRENCY for the measured processes).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -184,9 +189,31 @@ async fn run(args: Args) -> Result<()> {
     // On top of the pipeline's runs, as a live system has its history; emptied tables would
     // leave the process's first (cached, generic) plans scanning tables that then grow.
     bench.analyze().await?;
-    let since = bench.clock().await?;
     let service = bench.start(Role::Serve).await?;
-    let mark = Mark::now(&bench).await?;
+    if args.rate_warmup_seconds > 0 {
+        eprintln!(
+            "      warming up: {} leads/s for {} s, not measured",
+            args.rate, args.rate_warmup_seconds
+        );
+        let since = bench.clock().await?;
+        let plan = load::Plan::Rate {
+            per_second: args.rate,
+            for_: Duration::from_secs(args.rate_warmup_seconds),
+        };
+        let warm = load::run(
+            &service.base_url(),
+            &hook.token,
+            args.clients,
+            plan,
+            &mut phones,
+        )
+        .await?;
+        bench
+            .wait_for_runs(warm.accepted, &since, Duration::from_secs(120))
+            .await?;
+    }
+    let since = bench.clock().await?;
+    let mark = Mark::of(&bench, &service).await?;
     let plan = load::Plan::Rate {
         per_second: args.rate,
         for_: Duration::from_secs(args.rate_seconds),

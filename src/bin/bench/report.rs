@@ -28,6 +28,8 @@ pub struct Cost {
 pub struct Mark {
     xacts: i64,
     cpu_s: f64,
+    /// The measured process's CPU time at the mark, when it had already run (a warm-up).
+    proc_cpu_s: f64,
 }
 
 impl Mark {
@@ -35,6 +37,15 @@ impl Mark {
         Ok(Mark {
             xacts: bench.xacts().await?,
             cpu_s: target::machine_cpu_seconds().unwrap_or(f64::NAN),
+            proc_cpu_s: 0.0,
+        })
+    }
+
+    /// [`Mark::now`] for a process that is already running.
+    pub async fn of(bench: &Bench, proc: &Proc) -> Result<Mark> {
+        Ok(Mark {
+            proc_cpu_s: proc.cpu_seconds(),
+            ..Mark::now(bench).await?
         })
     }
 }
@@ -52,7 +63,7 @@ impl Cost {
             rss_mb: stopped.rss_mb,
             xacts_per_lead: xacts as f64 / leads,
             cpu_ms_per_lead: cpu_s * 1000.0 / leads,
-            leadflow_cpu_ms_per_lead: stopped.cpu_s * 1000.0 / leads,
+            leadflow_cpu_ms_per_lead: (stopped.cpu_s - from.proc_cpu_s) * 1000.0 / leads,
         })
     }
 }
@@ -101,12 +112,13 @@ impl Report {
         Report {
             context: format!(
                 "{date}; {cpus} CPUs ({model}), {mem_gb:.0} GiB; PostgreSQL {server_version}; \
-                 {} clients, {} pre-loaded leads, {} leads/s offered for {} s; worker \
-                 concurrency {}, batch {}, pool {}",
+                 {} clients, {} pre-loaded leads, {} leads/s offered for {} s (after {} s \
+                 unmeasured); worker concurrency {}, batch {}, pool {}",
                 args.clients,
                 args.leads,
                 args.rate,
                 args.rate_seconds,
+                args.rate_warmup_seconds,
                 args.concurrency,
                 args.batch_size,
                 args.pool

@@ -1,0 +1,226 @@
+//! Jobs run in the process that created them, as Temporal dispatches an activity eagerly: a
+//! transaction that creates a job due at once, in a process whose worker for that queue is
+//! taking jobs, writes the job already claimed by that worker, and after the commit hands it
+//! to [`Eager`], which runs it through the step's group on a task of its own and then
+//! acknowledges it. No notification, fetch or apalis acknowledgement per job.
+//!
+//! Until then it is that worker's job like any it fetched: if the process dies, apalis
+//! rescues it once the worker's heartbeat stops; a step's records keep its effects from being
+//! applied twice, as for any second delivery. At most `limit` claimed jobs wait or run at
+//! once; past that, jobs are queued as usual, for any process to take. Two sources hand jobs
+//! over: qualify's groups their leads' callbacks ([`super::fused`]), and intake its leads'
+//! qualify jobs ([`Handoff`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::{Engine, Group};
+use crate::lead::Step;
+use crate::pause::PauseBoard;
+use crate::queue::{self, ClaimedDone, StepJob};
+
+/// An execution claimed for this process's worker of its queue, to run once the transaction
+/// that created it has committed.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub job: StepJob,
+    pub job_id: String,
+    pub worker: String,
+}
+
+/// Runs claimed executions of one step, each on a task of its own. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Eager {
+    sender: mpsc::UnboundedSender<Claimed>,
+    in_flight: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+impl Eager {
+    /// Starts the runner (through `group`) and its acknowledger on `tasks`: aborting them
+    /// aborts the executions, as a crash would. The runner stops taking executions once
+    /// `stop` is set, or once every sender is dropped, and ends after its last execution; the
+    /// acknowledger ends after the last acknowledgement.
+    pub fn start(
+        engine: Arc<Engine>,
+        group: Group,
+        limit: usize,
+        mut stop: Option<watch::Receiver<bool>>,
+        tasks: &mut JoinSet<()>,
+    ) -> Eager {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Claimed>();
+        let (acks, ack_receiver) = mpsc::unbounded_channel::<ClaimedDone>();
+        tasks.spawn(acknowledge(engine.clone(), ack_receiver));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let counter = in_flight.clone();
+        tasks.spawn(async move {
+            let mut running = JoinSet::new();
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    claimed = receiver.recv() => match claimed {
+                        Some(claimed) => {
+                            let (engine, group, counter, acks) =
+                                (engine.clone(), group.clone(), counter.clone(), acks.clone());
+                            running.spawn(async move {
+                                let done = run_claimed(&engine, &group, claimed).await;
+                                counter.fetch_sub(1, Ordering::AcqRel);
+                                let _ = acks.send(done);
+                            });
+                        }
+                        None => break,
+                    },
+                    Some(_) = running.join_next() => {}
+                    // Later sends fail, and their jobs go back to the queue; the ones already
+                    // sent are still received above.
+                    _ = stopped(&mut stop), if !stopping => {
+                        stopping = true;
+                        receiver.close();
+                    }
+                }
+            }
+            while running.join_next().await.is_some() {}
+        });
+        Eager {
+            sender,
+            in_flight,
+            limit: limit.max(1),
+        }
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) < self.limit
+    }
+
+    /// Hands a claimed execution to the runner. Without a runner to take it, the job is
+    /// handed back to the queue rather than left claimed by a live worker.
+    pub async fn dispatch(&self, engine: &Engine, claimed: Claimed) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        match self.sender.send(claimed) {
+            Ok(()) => {}
+            Err(mpsc::error::SendError(claimed)) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                release(engine, &claimed).await;
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is set or its sender is gone; never without one.
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Hands a claimed job back to its queue, unrun.
+pub(super) async fn release(engine: &Engine, claimed: &Claimed) {
+    if let Err(e) = queue::release(&engine.pool, &claimed.job_id, &claimed.worker).await {
+        tracing::warn!(job_id = %claimed.job_id, error = %e, "claimed job not handed back; it is rescued with its worker's jobs");
+    }
+}
+
+/// Runs a claimed execution through its step's group; its acknowledgement is left to
+/// [`acknowledge`].
+async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> ClaimedDone {
+    let Claimed {
+        job,
+        job_id,
+        worker,
+    } = claimed;
+    // Boxed: run_job is also what hands claimed callbacks over, for qualify's executions.
+    let result = Box::pin(group.run_job(engine, job, &job_id, 1)).await;
+    ClaimedDone {
+        id: job_id,
+        worker,
+        error: result.err().map(|e| e.to_string()),
+    }
+}
+
+/// Acknowledges executed claimed jobs, all those waiting in one statement, as apalis
+/// acknowledges a worker's jobs. A statement the database refuses is retried for a while:
+/// until it lands the jobs stay claimed, and only a dead worker's jobs are rescued.
+async fn acknowledge(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<ClaimedDone>) {
+    while let Some(first) = receiver.recv().await {
+        let mut done = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            done.push(more);
+        }
+        let mut pause = Duration::from_millis(200);
+        let mut tries = 0;
+        while let Err(e) = queue::finish_claimed(&engine.pool, &done).await {
+            tries += 1;
+            if tries >= ACK_TRIES {
+                tracing::error!(jobs = done.len(), error = %e,
+                    "claimed jobs not acknowledged; they stay claimed until their worker restarts");
+                break;
+            }
+            tracing::warn!(jobs = done.len(), error = %e, ?pause,
+                "could not acknowledge claimed jobs; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// About a minute of retries: longer than a database restart, and by then a worker whose
+/// heartbeat fails has been replaced, so its claimed jobs are rescued anyway.
+const ACK_TRIES: usize = 16;
+
+/// Intake's way to hand a new lead's qualify job to this process's qualify worker. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Handoff {
+    engine: Arc<Engine>,
+    pauses: Arc<PauseBoard>,
+    eager: Eager,
+}
+
+impl Handoff {
+    /// Starts the runner of handed-over jobs (through `qualify`, the qualify step's group)
+    /// on `tasks`; at most `limit` at once. Once `stop` is set, jobs are no longer handed
+    /// over, and those that still come (their transaction was under way) go back to the
+    /// queue.
+    pub fn start(
+        engine: Arc<Engine>,
+        pauses: Arc<PauseBoard>,
+        qualify: Group,
+        limit: usize,
+        stop: watch::Receiver<bool>,
+        tasks: &mut JoinSet<()>,
+    ) -> Handoff {
+        let eager = Eager::start(engine.clone(), qualify, limit, Some(stop), tasks);
+        Handoff {
+            engine,
+            pauses,
+            eager,
+        }
+    }
+
+    /// The worker to claim a new qualify job for, when this process's qualify worker is
+    /// taking jobs and has room; `None` queues the job as usual. Not while a test fault is
+    /// set on qualify: the fault's retries must go through the queue.
+    pub fn worker(&self) -> Option<String> {
+        if !self.eager.has_room() || self.engine.faults.armed(Step::Qualify) {
+            return None;
+        }
+        self.pauses.ready_worker(queue::queue_name(Step::Qualify))
+    }
+
+    /// Runs `job`, claimed for `worker` by a transaction that has committed.
+    pub async fn dispatch(&self, job: StepJob, job_id: String, worker: String) {
+        let claimed = Claimed {
+            job,
+            job_id,
+            worker,
+        };
+        self.eager.dispatch(&self.engine, claimed).await;
+    }
+}
