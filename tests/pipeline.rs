@@ -558,6 +558,12 @@ async fn intake_hands_new_leads_to_its_own_qualify_worker_unless_the_queue_is_pa
     let app = rules_app().await;
     let hook = app.hook("rules-form", "rules", true).await;
 
+    // A lead that comes before the qualify worker has started is queued: let one through
+    // first, so the worker is surely taking jobs.
+    let first = submit(&app, &hook.token, &lead("rules-form", 39, |_| {})).await;
+    app.wait_for_run(&first, "routed", Duration::from_secs(10))
+        .await;
+
     // Claimed by this process's qualify worker in intake's own transaction, then run and
     // acknowledged here: no notification, no fetch.
     let handed = submit(&app, &hook.token, &lead("rules-form", 40, |_| {})).await;

@@ -190,21 +190,18 @@ async fn run(args: Args) -> Result<()> {
     // leave the process's first (cached, generic) plans scanning tables that then grow.
     bench.analyze().await?;
     let service = bench.start(Role::Serve).await?;
+    let url = service.base_url();
     if args.rate_warmup_seconds > 0 {
         eprintln!(
             "      warming up: {} leads/s for {} s, not measured",
             args.rate, args.rate_warmup_seconds
         );
         let since = bench.clock().await?;
-        let plan = load::Plan::Rate {
-            per_second: args.rate,
-            for_: Duration::from_secs(args.rate_warmup_seconds),
-        };
-        let warm = load::run(
-            &service.base_url(),
+        let warm = offer(
+            &url,
             &hook.token,
-            args.clients,
-            plan,
+            &args,
+            args.rate_warmup_seconds,
             &mut phones,
         )
         .await?;
@@ -214,18 +211,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let since = bench.clock().await?;
     let mark = Mark::of(&bench, &service).await?;
-    let plan = load::Plan::Rate {
-        per_second: args.rate,
-        for_: Duration::from_secs(args.rate_seconds),
-    };
-    let offered = load::run(
-        &service.base_url(),
-        &hook.token,
-        args.clients,
-        plan,
-        &mut phones,
-    )
-    .await?;
+    let offered = offer(&url, &hook.token, &args, args.rate_seconds, &mut phones).await?;
     bench
         .wait_for_runs(offered.accepted, &since, Duration::from_secs(120))
         .await?;
@@ -267,4 +253,19 @@ async fn preload(
     intake.stop().await;
     outcome.require_all_accepted()?;
     Ok(outcome)
+}
+
+/// Offers `--rate` leads a second for `seconds` to the process at `url`.
+async fn offer(
+    url: &str,
+    token: &str,
+    args: &Args,
+    seconds: u64,
+    phones: &mut load::Phones,
+) -> Result<load::Outcome> {
+    let plan = load::Plan::Rate {
+        per_second: args.rate,
+        for_: Duration::from_secs(seconds),
+    };
+    load::run(url, token, args.clients, plan, phones).await
 }
