@@ -424,6 +424,8 @@ async fn record_group(
             .await?
             .into_iter()
             .collect();
+    let jobs: Vec<_> = items.iter().map(|i| i.job).collect();
+    let lookups = callback::Lookups::attempts(&mut tx, &jobs).await?;
     for item in items {
         let row = locked.remove(&(item.job.run_id, item.job.n));
         let locked_ctx = row.map(|r| r.ctx);
@@ -438,6 +440,7 @@ async fn record_group(
             locked_ctx.as_ref(),
             &item.answer,
             pending,
+            Some(&lookups),
         )
         .instrument(span)
         .await?;

@@ -378,7 +378,11 @@ impl Exec<'_> {
         let settings = &engine.callbacks;
         let now = engine.clock.now();
         // A status callback may have settled the attempt while the request was out.
-        let Some(current) = current(tx, self.job).await? else {
+        let current = match self.group {
+            Some(read) => read.current(self.job),
+            None => current(tx, self.job).await?,
+        };
+        let Some(current) = current else {
             return Ok(());
         };
         if current.state == State::Done && answer.is_err() {

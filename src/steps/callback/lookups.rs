@@ -17,8 +17,9 @@ use crate::steps::{Engine, RunContext};
 
 pub(crate) struct Lookups {
     current: HashMap<(Uuid, i32), AttemptRow>,
-    blocked: HashMap<Uuid, &'static str>,
-    recent: HashMap<Uuid, Vec<Timestamp>>,
+    /// `None` when not read for the group ([`Lookups::attempts`]): read per execution.
+    blocked: Option<HashMap<Uuid, &'static str>>,
+    recent: Option<HashMap<Uuid, Vec<Timestamp>>>,
 }
 
 impl Lookups {
@@ -33,8 +34,22 @@ impl Lookups {
         let leads: Vec<Uuid> = ctxs.iter().map(|ctx| ctx.lead_id).collect();
         Ok(Lookups {
             current: attempt::current_many(tx, &jobs).await?,
-            blocked: super::blocked_many(tx, &ctxs).await?,
-            recent: attempt::recent_calls_many(tx, &leads, engine.clock.now()).await?,
+            blocked: Some(super::blocked_many(tx, &ctxs).await?),
+            recent: Some(attempt::recent_calls_many(tx, &leads, engine.clock.now()).await?),
+        })
+    }
+
+    /// Only the attempts `jobs` own (locked), in one statement: what a group recording the
+    /// provider's answers reads first. The block list and recent calls, which only a rare
+    /// next attempt planned there needs, are then read by that execution itself.
+    pub(crate) async fn attempts(
+        tx: &mut PgConnection,
+        jobs: &[StepJob],
+    ) -> Result<Lookups, sqlx::Error> {
+        Ok(Lookups {
+            current: attempt::current_many(tx, jobs).await?,
+            blocked: None,
+            recent: None,
         })
     }
 
@@ -43,13 +58,21 @@ impl Lookups {
         self.current.get(&(job.run_id, job.n)).cloned()
     }
 
-    /// What of run `run_id`'s lead is on the block list, if anything.
-    pub(super) fn blocked(&self, run_id: Uuid) -> Option<&'static str> {
-        self.blocked.get(&run_id).copied()
+    /// What of run `run_id`'s lead is on the block list, if anything; `None` when the group
+    /// did not read it.
+    pub(super) fn blocked(&self, run_id: Uuid) -> Option<Option<&'static str>> {
+        Some(self.blocked.as_ref()?.get(&run_id).copied())
     }
 
-    /// The lead's calls placed in the 24 hours before the group's start.
-    pub(super) fn recent_calls(&self, lead_id: Uuid) -> Vec<Timestamp> {
-        self.recent.get(&lead_id).cloned().unwrap_or_default()
+    /// The lead's calls placed in the 24 hours before the group's start; `None` when the
+    /// group did not read them.
+    pub(super) fn recent_calls(&self, lead_id: Uuid) -> Option<Vec<Timestamp>> {
+        Some(
+            self.recent
+                .as_ref()?
+                .get(&lead_id)
+                .cloned()
+                .unwrap_or_default(),
+        )
     }
 }

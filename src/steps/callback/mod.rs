@@ -217,8 +217,10 @@ pub(crate) async fn record_answer(
     locked: Option<&RunContext>,
     answer: &Answer,
     pending: &Pending,
+    group: Option<&Lookups>,
 ) -> Result<(), StepError> {
-    let exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    let mut exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    exec.group = group;
     exec.record_answer(tx, locked, answer).await
 }
 
@@ -230,8 +232,8 @@ impl Exec<'_> {
         tx: &mut PgConnection,
         now: Timestamp,
     ) -> Result<Option<AttemptRow>, StepError> {
-        let blocked = match self.group {
-            Some(read) => read.blocked(self.ctx.run_id),
+        let blocked = match self.group.and_then(|read| read.blocked(self.ctx.run_id)) {
+            Some(read) => read,
             None => blocked(tx, &self.ctx).await?,
         };
         if let Some(what) = blocked {
@@ -285,8 +287,11 @@ impl Exec<'_> {
         earliest: Timestamp,
         asked: Rule,
     ) -> Result<Option<Plan>, StepError> {
-        let recent = match self.group {
-            Some(read) => read.recent_calls(self.ctx.lead_id),
+        let recent = match self
+            .group
+            .and_then(|read| read.recent_calls(self.ctx.lead_id))
+        {
+            Some(read) => read,
             None => attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?,
         };
         let e164 = self.ctx.phone_e164.as_deref().unwrap_or_default();
