@@ -92,8 +92,16 @@ impl Eager {
         }
     }
 
-    pub fn has_room(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) < self.limit
+    /// The worker to claim a new job of `step` for: this process's worker of that queue,
+    /// when it is taking jobs (not paused, not stopping) and this runner has room. Not while
+    /// a test fault is set on the step: the fault's retries must go through the queue.
+    /// `None` queues the job as usual.
+    pub fn worker(&self, engine: &Engine, pauses: &PauseBoard, step: Step) -> Option<String> {
+        let room = self.in_flight.load(Ordering::Acquire) < self.limit;
+        if !room || engine.faults.armed(step) {
+            return None;
+        }
+        pauses.ready_worker(queue::queue_name(step))
     }
 
     /// Hands a claimed execution to the runner. Without a runner to take it, the job is
@@ -204,14 +212,9 @@ impl Handoff {
         }
     }
 
-    /// The worker to claim a new qualify job for, when this process's qualify worker is
-    /// taking jobs and has room; `None` queues the job as usual. Not while a test fault is
-    /// set on qualify: the fault's retries must go through the queue.
+    /// The worker to claim a new lead's qualify job for ([`Eager::worker`]).
     pub fn worker(&self) -> Option<String> {
-        if !self.eager.has_room() || self.engine.faults.armed(Step::Qualify) {
-            return None;
-        }
-        self.pauses.ready_worker(queue::queue_name(Step::Qualify))
+        self.eager.worker(&self.engine, &self.pauses, Step::Qualify)
     }
 
     /// Runs `job`, claimed for `worker` by a transaction that has committed.

@@ -67,12 +67,9 @@ impl Plan {
         let pauses = &fusion.pauses;
         let route =
             !engine.faults.armed(Step::Route) && !pauses.is_paused(queue::queue_name(Step::Route));
-        let room = fusion.eager.has_room();
-        let callback_worker = if route && room && !engine.faults.armed(Step::Callback) {
-            pauses.ready_worker(queue::queue_name(Step::Callback))
-        } else {
-            None
-        };
+        let callback_worker = route
+            .then(|| fusion.eager.worker(engine, pauses, Step::Callback))
+            .flatten();
         Plan {
             route,
             callback_worker,

@@ -425,7 +425,7 @@ async fn record_group(
             .into_iter()
             .collect();
     let jobs: Vec<_> = items.iter().map(|i| i.job).collect();
-    let lookups = callback::Lookups::attempts(&mut tx, &jobs).await?;
+    let attempts = callback::Attempts::load(&mut tx, &jobs).await?;
     for item in items {
         let row = locked.remove(&(item.job.run_id, item.job.n));
         let locked_ctx = row.map(|r| r.ctx);
@@ -440,7 +440,7 @@ async fn record_group(
             locked_ctx.as_ref(),
             &item.answer,
             pending,
-            Some(&lookups),
+            &attempts,
         )
         .instrument(span)
         .await?;

@@ -420,13 +420,13 @@ impl Proc {
         }
     }
 
-    /// Stops the process (SIGTERM, then SIGKILL after 30 s); returns its peak RSS in MB and
-    /// the CPU time it used.
     /// User and system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         process_cpu_seconds(self.pid).unwrap_or(f64::NAN)
     }
 
+    /// Stops the process (SIGTERM, then SIGKILL after 30 s); returns its peak RSS in MB and
+    /// the CPU time it used.
     pub async fn stop(mut self) -> Stopped {
         let stopped = Stopped {
             rss_mb: self.peak_rss_mb(),

@@ -333,7 +333,8 @@ impl Exec<'_> {
             self.job.n,
         )
         .await?;
-        self.record_answer(&mut tx, locked.map(|l| l.ctx).as_ref(), answer)
+        let current = current(&mut tx, self.job).await?;
+        self.record_answer(&mut tx, locked.map(|l| l.ctx).as_ref(), current, answer)
             .await?;
         tx.commit().await?;
         self.pending.committed();
@@ -367,21 +368,20 @@ impl Exec<'_> {
     }
 
     /// Records the provider's answer and moves the step on, in the caller's transaction,
-    /// which holds the step's and the run's locks; `locked` is the run as locked there.
+    /// which holds the step's and the run's locks; `locked` is the run as locked there, and
+    /// `current` the execution's attempt as read (locked) after them.
     pub(super) async fn record_answer(
         &self,
         tx: &mut PgConnection,
         locked: Option<&RunContext>,
+        current: Option<AttemptRow>,
         answer: &Answer,
     ) -> Result<(), StepError> {
         let engine = self.engine;
         let settings = &engine.callbacks;
         let now = engine.clock.now();
-        // A status callback may have settled the attempt while the request was out.
-        let current = match self.group {
-            Some(read) => read.current(self.job),
-            None => current(tx, self.job).await?,
-        };
+        // As read after the step's locks: a status callback may have settled the attempt
+        // while the request was out.
         let Some(current) = current else {
             return Ok(());
         };

@@ -3,7 +3,8 @@
 //! the block list, and each lead's calls of the last 24 hours. The statements are those an
 //! execution alone makes, each over the whole group. No execution's writes change what
 //! another read: an attempt belongs to one execution, and a call counts toward the daily cap
-//! once placed, which happens after the group's commit.
+//! once placed, which happens after the group's commit. A group recording the providers'
+//! answers reads only the attempts ([`Attempts`]).
 
 use std::collections::HashMap;
 
@@ -16,10 +17,9 @@ use crate::queue::StepJob;
 use crate::steps::{Engine, RunContext};
 
 pub(crate) struct Lookups {
-    current: HashMap<(Uuid, i32), AttemptRow>,
-    /// `None` when not read for the group ([`Lookups::attempts`]): read per execution.
-    blocked: Option<HashMap<Uuid, &'static str>>,
-    recent: Option<HashMap<Uuid, Vec<Timestamp>>>,
+    attempts: Attempts,
+    blocked: HashMap<Uuid, &'static str>,
+    recent: HashMap<Uuid, Vec<Timestamp>>,
 }
 
 impl Lookups {
@@ -33,46 +33,42 @@ impl Lookups {
         let ctxs: Vec<&RunContext> = executions.iter().map(|(_, ctx)| *ctx).collect();
         let leads: Vec<Uuid> = ctxs.iter().map(|ctx| ctx.lead_id).collect();
         Ok(Lookups {
-            current: attempt::current_many(tx, &jobs).await?,
-            blocked: Some(super::blocked_many(tx, &ctxs).await?),
-            recent: Some(attempt::recent_calls_many(tx, &leads, engine.clock.now()).await?),
-        })
-    }
-
-    /// Only the attempts `jobs` own (locked), in one statement: what a group recording the
-    /// provider's answers reads first. The block list and recent calls, which only a rare
-    /// next attempt planned there needs, are then read by that execution itself.
-    pub(crate) async fn attempts(
-        tx: &mut PgConnection,
-        jobs: &[StepJob],
-    ) -> Result<Lookups, sqlx::Error> {
-        Ok(Lookups {
-            current: attempt::current_many(tx, jobs).await?,
-            blocked: None,
-            recent: None,
+            attempts: Attempts::load(tx, &jobs).await?,
+            blocked: super::blocked_many(tx, &ctxs).await?,
+            recent: attempt::recent_calls_many(tx, &leads, engine.clock.now()).await?,
         })
     }
 
     /// The attempt execution `job` owns, as [`attempt::current`] reads it.
     pub(super) fn current(&self, job: StepJob) -> Option<AttemptRow> {
-        self.current.get(&(job.run_id, job.n)).cloned()
+        self.attempts.get(job)
     }
 
-    /// What of run `run_id`'s lead is on the block list, if anything; `None` when the group
-    /// did not read it.
-    pub(super) fn blocked(&self, run_id: Uuid) -> Option<Option<&'static str>> {
-        Some(self.blocked.as_ref()?.get(&run_id).copied())
+    /// What of run `run_id`'s lead is on the block list, if anything.
+    pub(super) fn blocked(&self, run_id: Uuid) -> Option<&'static str> {
+        self.blocked.get(&run_id).copied()
     }
 
-    /// The lead's calls placed in the 24 hours before the group's start; `None` when the
-    /// group did not read them.
-    pub(super) fn recent_calls(&self, lead_id: Uuid) -> Option<Vec<Timestamp>> {
-        Some(
-            self.recent
-                .as_ref()?
-                .get(&lead_id)
-                .cloned()
-                .unwrap_or_default(),
-        )
+    /// The lead's calls placed in the 24 hours before the group's start.
+    pub(super) fn recent_calls(&self, lead_id: Uuid) -> Vec<Timestamp> {
+        self.recent.get(&lead_id).cloned().unwrap_or_default()
+    }
+}
+
+/// The attempts a group's executions own, read (and locked, in run order) in one statement:
+/// all a group recording the providers' answers reads for them up front.
+pub(crate) struct Attempts(HashMap<(Uuid, i32), AttemptRow>);
+
+impl Attempts {
+    pub(crate) async fn load(
+        tx: &mut PgConnection,
+        jobs: &[StepJob],
+    ) -> Result<Attempts, sqlx::Error> {
+        Ok(Attempts(attempt::current_many(tx, jobs).await?))
+    }
+
+    /// The attempt execution `job` owns, as [`attempt::current`] reads it.
+    pub(super) fn get(&self, job: StepJob) -> Option<AttemptRow> {
+        self.0.get(&(job.run_id, job.n)).cloned()
     }
 }

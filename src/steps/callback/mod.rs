@@ -38,7 +38,7 @@ use crate::timeline;
 use crate::workflow::{Team, Workflow};
 pub(crate) use attempt::Answer;
 use attempt::{AttemptRow, State};
-pub(crate) use lookups::Lookups;
+pub(crate) use lookups::{Attempts, Lookups};
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
 
@@ -217,11 +217,11 @@ pub(crate) async fn record_answer(
     locked: Option<&RunContext>,
     answer: &Answer,
     pending: &Pending,
-    group: Option<&Lookups>,
+    attempts: &Attempts,
 ) -> Result<(), StepError> {
-    let mut exec = Exec::new(engine, ctx, job, attempt, pending)?;
-    exec.group = group;
-    exec.record_answer(tx, locked, answer).await
+    let exec = Exec::new(engine, ctx, job, attempt, pending)?;
+    exec.record_answer(tx, locked, attempts.get(job), answer)
+        .await
 }
 
 impl Exec<'_> {
@@ -232,8 +232,8 @@ impl Exec<'_> {
         tx: &mut PgConnection,
         now: Timestamp,
     ) -> Result<Option<AttemptRow>, StepError> {
-        let blocked = match self.group.and_then(|read| read.blocked(self.ctx.run_id)) {
-            Some(read) => read,
+        let blocked = match self.group {
+            Some(read) => read.blocked(self.ctx.run_id),
             None => blocked(tx, &self.ctx).await?,
         };
         if let Some(what) = blocked {
@@ -287,11 +287,8 @@ impl Exec<'_> {
         earliest: Timestamp,
         asked: Rule,
     ) -> Result<Option<Plan>, StepError> {
-        let recent = match self
-            .group
-            .and_then(|read| read.recent_calls(self.ctx.lead_id))
-        {
-            Some(read) => read,
+        let recent = match self.group {
+            Some(read) => read.recent_calls(self.ctx.lead_id),
             None => attempt::recent_calls(tx, self.ctx.lead_id, self.engine.clock.now()).await?,
         };
         let e164 = self.ctx.phone_e164.as_deref().unwrap_or_default();

@@ -111,7 +111,6 @@ async fn apply_together(
         .collect();
     let pending = Pending::default();
     let moved = outcome::apply_on_many(&mut tx, engine, &statuses, &pending).await?;
-    drop(statuses);
     let mut applied = Vec::with_capacity(reports.len());
     for (owner, moved) in owned.into_iter().zip(moved) {
         applied.push(outcome::conclude(&mut tx, engine, owner, moved, &pending).await?);
