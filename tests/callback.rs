@@ -796,10 +796,43 @@ async fn first_callback_job(app: &TestApp, lead: &str) -> Option<(String, i32, b
     .expect("callback job")
 }
 
+/// Notes, for each route step row and call attempt inserted from now on, the transaction that
+/// inserted it (test scaffolding: triggers on this test's own database).
+async fn note_inserting_transactions(app: &TestApp) {
+    for sql in [
+        "CREATE TABLE inserted_by (what text, lead_id uuid, tx bigint)",
+        "CREATE FUNCTION note_tx() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO inserted_by SELECT TG_ARGV[0], r.lead_id, txid_current() \
+           FROM runs r WHERE r.id = NEW.run_id; RETURN NEW; END $$",
+        "CREATE TRIGGER note_route AFTER INSERT ON steps FOR EACH ROW \
+           WHEN (NEW.name = 'route') EXECUTE FUNCTION note_tx('route')",
+        "CREATE TRIGGER note_attempt AFTER INSERT ON callback_attempts FOR EACH ROW \
+           EXECUTE FUNCTION note_tx('attempt')",
+    ] {
+        sqlx::query(sql)
+            .execute(&app.db.pool)
+            .await
+            .expect("test trigger");
+    }
+}
+
+/// Whether `lead`'s route step and its first call attempt were inserted by one transaction.
+async fn attempt_written_with_routing(app: &TestApp, lead: &str) -> bool {
+    let txs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT what, tx FROM inserted_by WHERE lead_id = $1::uuid ORDER BY what")
+            .bind(lead)
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("inserting transactions");
+    assert_eq!(txs.len(), 2, "one route step, one attempt: {txs:?}");
+    txs[0].1 == txs[1].1
+}
+
 #[tokio::test]
 async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused() {
     let app = app(sim("completed"), Clock::System, callbacks()).await;
     let hook = app.hook("fast", "fast-callback", true).await;
+    note_inserting_transactions(&app).await;
     // Let the callback worker register with apalis: until then nothing is claimed for it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let first = submit(&app, &hook.token, &sample("fast", "650-253-0111")).await;
@@ -814,6 +847,8 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
         },
     )
     .await;
+    // Its call's attempt was written in that transaction too, before the call was placed.
+    assert!(attempt_written_with_routing(&app, &first).await);
 
     // With the callback queue paused, the job waits in the queue, unclaimed.
     app.queue_action("callback", "pause").await;
@@ -844,6 +879,7 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
         },
     )
     .await;
+    assert!(!attempt_written_with_routing(&app, &second).await);
     for lead in [&first, &second] {
         let (_, view) = app.get_lead(lead).await;
         let attempts = view["callback"]["attempts"].as_array().expect("attempts");

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::callback::{self, Prepared};
 use super::{Engine, Group};
 use crate::lead::Step;
 use crate::pause::PauseBoard;
@@ -25,11 +26,13 @@ use crate::queue::{self, ClaimedDone, StepJob};
 
 /// An execution claimed for this process's worker of its queue, to run once the transaction
 /// that created it has committed.
-#[derive(Debug)]
 pub(crate) struct Claimed {
     pub job: StepJob,
     pub job_id: String,
     pub worker: String,
+    /// What that transaction already did of the execution (a callback's first part, in
+    /// qualify's group); `None` runs it from the start.
+    pub prepared: Option<Prepared>,
 }
 
 /// Runs claimed executions of one step, each on a task of its own. Cheap to clone.
@@ -128,8 +131,14 @@ async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
     }
 }
 
-/// Hands a claimed job back to its queue, unrun.
+/// Hands a claimed job back to its queue, unrun. A call prepared for it was not placed: its
+/// attempt is marked so, to be placed by the job's next execution.
 pub(super) async fn release(engine: &Engine, claimed: &Claimed) {
+    if let Some(Prepared::Call(call)) = &claimed.prepared
+        && let Err(e) = callback::unplaced(&engine.pool, call).await
+    {
+        tracing::warn!(job_id = %claimed.job_id, error = %e, "unplaced call not marked; its attempt counts as lost after the unknown window");
+    }
     if let Err(e) = queue::release(&engine.pool, &claimed.job_id, &claimed.worker).await {
         tracing::warn!(job_id = %claimed.job_id, error = %e, "claimed job not handed back; it is rescued with its worker's jobs");
     }
@@ -142,9 +151,17 @@ async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Claime
         job,
         job_id,
         worker,
+        prepared,
     } = claimed;
     // Boxed: run_job is also what hands claimed callbacks over, for qualify's executions.
-    let result = Box::pin(group.run_job(engine, job, &job_id, 1)).await;
+    let result = match prepared {
+        Some(Prepared::Call(call)) => group.go_on(engine, job, &job_id, Some(call)).await,
+        Some(Prepared::Done) => group.go_on(engine, job, &job_id, None).await,
+        // Not prepared after all (`Batched` is resolved before the commit): from the start.
+        None | Some(Prepared::Alone | Prepared::Batched) => {
+            Box::pin(group.run_job(engine, job, &job_id, 1)).await
+        }
+    };
     ClaimedDone {
         id: job_id,
         worker,
@@ -223,6 +240,7 @@ impl Handoff {
             job,
             job_id,
             worker,
+            prepared: None,
         };
         self.eager.dispatch(&self.engine, claimed).await;
     }

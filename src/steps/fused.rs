@@ -11,8 +11,14 @@
 //! fault is set on route (the fault's retries must go through the queue).
 //!
 //! A callback due at once goes on in this process too ([`super::eager`]): its job is written
-//! claimed by this process's callback worker, and after the commit it runs through the
-//! callback group on a task of its own (a slow provider must not hold qualify's workers).
+//! claimed by this process's callback worker, and its first part runs here as well: the
+//! attempt is written `placing` (or the run ends, its lead now on the block list). After the
+//! commit the call is placed on a task of its own (a slow provider must not hold qualify's
+//! workers), and the provider's answer recorded as any. An attempt committed `placing` is
+//! never called again (see `steps/callback`): if the process dies before the call is placed,
+//! the rescued job counts the attempt as `lost` once the unknown window has passed and the
+//! team's policy decides; a job handed back unplaced ([`super::eager::release`]) marks its
+//! attempt `retry` first, as the provider's certain refusal does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +28,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::callback::Prepared;
 use super::eager::{Claimed, Eager};
-use super::{Engine, Group, RunContext, StepError, Writes};
+use super::{Engine, Group, RunContext, StepError, Writes, callback};
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
@@ -79,7 +86,8 @@ impl Plan {
 
 /// Routes the runs whose route executions `jobs` the caller's transaction has just created
 /// (with [`Writes::run_here`]), each from the run context its qualify execution loaded.
-/// Returns the callbacks it claimed for `callback_worker`.
+/// Returns the callbacks it claimed for `callback_worker`, each prepared: its first call's
+/// attempt is written here, to be placed once the transaction commits.
 pub(super) async fn route(
     tx: &mut sqlx::PgConnection,
     engine: &Engine,
@@ -95,15 +103,29 @@ pub(super) async fn route(
     if let Some(worker) = callback_worker {
         writes.run_here(Step::Callback, Started::ClaimedBy(worker.to_owned()));
     }
-    for (job, job_id) in jobs {
-        let ctx = contexts
-            .get(&job.run_id)
-            .ok_or(StepError::RunMissing(job.run_id))?;
+    let ctxs = jobs
+        .iter()
+        .map(|(job, _)| {
+            contexts
+                .get(&job.run_id)
+                .ok_or(StepError::RunMissing(job.run_id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Read once for the group: the recent calls route's plans need, and the block list the
+    // first calls prepared below check.
+    let calling: Vec<&RunContext> = ctxs.iter().copied().filter(|c| c.auto_callback).collect();
+    let read = if calling.is_empty() {
+        None
+    } else {
+        Some(callback::Lookups::for_new(tx, engine, &calling).await?)
+    };
+    for ((job, job_id), ctx) in jobs.iter().zip(&ctxs) {
         let started = Instant::now();
         let span = super::span(Step::Route, *job, job_id, 1);
         span.record("lead_id", tracing::field::display(ctx.lead_id));
         async {
-            super::decide(tx, engine, Step::Route, *job, 1, ctx, &mut writes).await?;
+            let read = read.as_ref();
+            super::decide(tx, engine, Step::Route, *job, 1, ctx, &mut writes, read).await?;
             // Not "step done": that is logged once a transaction has committed.
             tracing::debug!("decided in qualify's transaction");
             Ok::<(), StepError>(())
@@ -115,22 +137,47 @@ pub(super) async fn route(
             elapsed: started.elapsed(),
         });
     }
+    // The run's team as routing chose it: the callback executions below work for it.
+    let teams: HashMap<Uuid, String> = ctxs
+        .iter()
+        .filter_map(|c| Some((c.run_id, writes.team(c.run_id)?.to_owned())))
+        .collect();
     let flushed = writes.flush(tx).await?;
     for ended in flushed.ended {
         pending.push(ended);
     }
-    let Some(worker) = callback_worker else {
+    let (Some(worker), Some(read)) = (callback_worker, read.as_ref()) else {
         return Ok(Vec::new());
     };
-    Ok(flushed
-        .here
-        .into_iter()
-        .map(|(job, job_id)| Claimed {
+    let mut claimed = Vec::with_capacity(flushed.here.len());
+    let batch = callback::NewAttempts::default();
+    for (job, job_id) in flushed.here {
+        let mut ctx = contexts
+            .get(&job.run_id)
+            .ok_or(StepError::RunMissing(job.run_id))?
+            .clone();
+        ctx.team = teams.get(&job.run_id).cloned().or(ctx.team);
+        let span = super::span(Step::Callback, job, &job_id, 1);
+        span.record("lead_id", tracing::field::display(ctx.lead_id));
+        let group = Some((read, &batch));
+        let prepared = callback::prepare(tx, engine, ctx, job, 1, pending, group)
+            .instrument(span)
+            .await?;
+        claimed.push(Claimed {
             job,
             job_id,
             worker: worker.to_owned(),
-        })
-        .collect())
+            prepared: Some(prepared),
+        });
+    }
+    let mut calls = batch.write(tx, pending).await?;
+    for c in &mut claimed {
+        if matches!(c.prepared, Some(Prepared::Batched)) {
+            let call = calls.remove(&(c.job.run_id, c.job.n));
+            c.prepared = call.map(Prepared::Call);
+        }
+    }
+    Ok(claimed)
 }
 
 /// Hands a claimed callback to `fusion`'s runner; without one, back to the queue.

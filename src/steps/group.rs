@@ -141,18 +141,10 @@ impl Group {
                 if let Some(lead_id) = lead_id {
                     span.record("lead_id", tracing::field::display(lead_id));
                 }
-                let result = async {
-                    let result = match call {
-                        Some(call) => {
-                            let recorder = self.recorder.as_ref();
-                            callback::place(engine, job, job_id, attempt, call, recorder).await
-                        }
-                        None => Ok(()),
-                    };
-                    super::conclude(engine, step, job, job_id, attempt, started, result).await
-                }
-                .instrument(span)
-                .await;
+                let result = self
+                    .after_commit(engine, job, job_id, attempt, started, call)
+                    .instrument(span)
+                    .await;
                 if let Some(claimed) = claimed {
                     fused::dispatch(engine, self.fusion.as_ref(), claimed).await;
                 }
@@ -160,6 +152,45 @@ impl Group {
             }
         }
         super::run_job(engine, step, job, job_id, attempt).await
+    }
+
+    /// Ends the first delivery of callback execution `job`, whose first part another step's
+    /// transaction ran and committed: places `call`, if it prepared one.
+    pub(crate) async fn go_on(
+        &self,
+        engine: &Engine,
+        job: StepJob,
+        job_id: &str,
+        call: Option<Box<Call>>,
+    ) -> Result<(), StepError> {
+        let span = super::span(self.step, job, job_id, 1);
+        if let Some(call) = &call {
+            span.record("lead_id", tracing::field::display(call.lead_id()));
+        }
+        self.after_commit(engine, job, job_id, 1, Instant::now(), call)
+            .instrument(span)
+            .await
+    }
+
+    /// What an execution does once its group committed: place its call, if it has one (and
+    /// record the answer), then count and log it.
+    async fn after_commit(
+        &self,
+        engine: &Engine,
+        job: StepJob,
+        job_id: &str,
+        attempt: u32,
+        started: Instant,
+        call: Option<Box<Call>>,
+    ) -> Result<(), StepError> {
+        let result = match call {
+            Some(call) => {
+                let recorder = self.recorder.as_ref();
+                callback::place(engine, job, job_id, attempt, call, recorder).await
+            }
+            None => Ok(()),
+        };
+        super::conclude(engine, self.step, job, job_id, attempt, started, result).await
     }
 }
 
@@ -291,7 +322,7 @@ async fn execute(
                 admitted.push((item, ctx));
                 return Ok(());
             }
-            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
+            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes, None).await?;
             if route_here {
                 contexts.insert(ctx.run_id, ctx);
             }
@@ -304,15 +335,16 @@ async fn execute(
     if !admitted.is_empty() {
         let executions: Vec<_> = admitted.iter().map(|(i, ctx)| (i.job, ctx)).collect();
         let read = callback::Lookups::load(&mut tx, engine, &executions).await?;
+        let batch = callback::NewAttempts::default();
         for (item, ctx) in admitted {
             let (job, attempt) = (item.job, item.attempt);
             let key = (job.run_id, job.n);
             let span = super::span(step, job, &item.job_id, attempt);
             span.record("lead_id", tracing::field::display(ctx.lead_id));
-            let prepared =
-                callback::prepare(&mut tx, engine, ctx, job, attempt, pending, Some(&read))
-                    .instrument(span)
-                    .await?;
+            let group = Some((&read, &batch));
+            let prepared = callback::prepare(&mut tx, engine, ctx, job, attempt, pending, group)
+                .instrument(span)
+                .await?;
             match prepared {
                 Prepared::Call(call) => {
                     outcome.calls.insert(key, call);
@@ -320,9 +352,10 @@ async fn execute(
                 Prepared::Alone => {
                     outcome.alone.insert(key);
                 }
-                Prepared::Done => {}
+                Prepared::Done | Prepared::Batched => {}
             }
         }
+        outcome.calls.extend(batch.write(&mut tx, pending).await?);
     }
     let flushed = writes.flush(&mut tx).await?;
     for ended in flushed.ended {

@@ -221,7 +221,7 @@ async fn execute(
     };
     engine.faults.check(step).await?;
     let mut writes = Writes::new(step);
-    decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes).await?;
+    decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes, None).await?;
     let ended = writes.flush(&mut tx).await?.ended;
     tx.commit().await?;
     for ended in ended {
@@ -231,6 +231,8 @@ async fn execute(
 }
 
 /// Runs the decision of a qualify or route execution and adds its transition to `writes`.
+/// `read`: what a group read for its routed leads' first calls, if it did.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -239,11 +241,12 @@ async fn decide(
     attempt: u32,
     ctx: &RunContext,
     writes: &mut Writes,
+    read: Option<&callback::Lookups>,
 ) -> Result<(), StepError> {
     let workflow = engine.workflow(&ctx.workflow)?;
     let transition = match step {
         Step::Qualify => qualify::decide(tx, workflow, ctx).await?,
-        Step::Route => route::decide(tx, engine, workflow, ctx, writes).await?,
+        Step::Route => route::decide(tx, engine, workflow, ctx, writes, read).await?,
         Step::Validate | Step::Callback => Transition::Finish {
             status: RunStatus::Failed,
             reason: Some(format!("step {step} does not run on workers")),

@@ -15,6 +15,7 @@ pub(super) async fn decide(
     workflow: &Workflow,
     ctx: &RunContext,
     writes: &mut Writes,
+    read: Option<&callback::Lookups>,
 ) -> Result<Transition, StepError> {
     let routing = workflow.route(&ctx.submission);
     writes.assign_team(ctx.run_id, &routing.team);
@@ -30,7 +31,7 @@ pub(super) async fn decide(
             event: "routed",
         });
     }
-    match callback::plan_first(conn, engine, workflow, &routing.team, ctx).await? {
+    match callback::plan_first(conn, engine, workflow, &routing.team, ctx, read).await? {
         Ok(plan) => {
             output["callback_at"] = json!(plan.at);
             output["callback_rule"] = json!(plan.rule);

@@ -79,6 +79,15 @@ impl Writes {
         self.teams.insert(run_id, team.to_owned());
     }
 
+    /// The team recorded for run `run_id` by the transitions added so far, if any.
+    pub fn team(&self, run_id: Uuid) -> Option<&str> {
+        self.runs
+            .iter()
+            .rev()
+            .find(|m| m.run_id == run_id)
+            .and_then(|m| m.team.as_deref())
+    }
+
     /// Adds execution `job`'s transition: its step is `ok`, and the run goes on to the next
     /// step (a new execution of it, with its job) or ends.
     pub fn add(

@@ -137,35 +137,93 @@ struct Owned {
     raw: Raw,
 }
 
+/// A new attempt for execution `job` of run `ctx`, planned by `plan` at `now`.
+pub(super) struct NewAttempt {
+    pub ctx: RunContext,
+    pub job: StepJob,
+    pub team: String,
+    pub provider: &'static str,
+    pub zone: String,
+    pub zone_rule: &'static str,
+    pub now: Timestamp,
+}
+
+impl NewAttempt {
+    pub(super) fn planned(
+        ctx: &RunContext,
+        job: StepJob,
+        team: &str,
+        provider: &'static str,
+        plan: &Plan,
+        now: Timestamp,
+    ) -> NewAttempt {
+        NewAttempt {
+            ctx: ctx.clone(),
+            job,
+            team: team.to_owned(),
+            provider,
+            zone: plan.zone.clone(),
+            zone_rule: plan.zone_rule.as_str(),
+            now,
+        }
+    }
+}
+
 pub(super) async fn create(
     tx: &mut PgConnection,
-    ctx: &RunContext,
-    job: StepJob,
-    team_id: &str,
-    provider: &str,
-    plan: &Plan,
-    now: Timestamp,
+    new: NewAttempt,
 ) -> Result<AttemptRow, sqlx::Error> {
-    let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let key = (new.job.run_id, new.job.n);
+    create_many(tx, &[new])
+        .await?
+        .remove(&key)
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Writes new attempts, `placing`, in one statement: each numbered after its run's earlier
+/// ones (a run's attempts are created one at a time, under its step's lock). Returns them by
+/// `(run_id, step_n)`.
+pub(super) async fn create_many(
+    tx: &mut PgConnection,
+    new: &[NewAttempt],
+) -> Result<HashMap<(Uuid, i32), AttemptRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let runs: Vec<Uuid> = new.iter().map(|a| a.ctx.run_id).collect();
+    let leads: Vec<Uuid> = new.iter().map(|a| a.ctx.lead_id).collect();
+    let steps: Vec<i32> = new.iter().map(|a| a.job.n).collect();
+    let teams: Vec<&str> = new.iter().map(|a| a.team.as_str()).collect();
+    let providers: Vec<&str> = new.iter().map(|a| a.provider).collect();
+    let zones: Vec<&str> = new.iter().map(|a| a.zone.as_str()).collect();
+    let rules: Vec<&str> = new.iter().map(|a| a.zone_rule).collect();
+    let nows: Vec<jiff_sqlx::Timestamp> = new.iter().map(|a| a.now.into()).collect();
+    let rows: Vec<Owned> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO callback_attempts (id, run_id, lead_id, n, step_n, team, provider, state, \
                                         scheduled_for, lead_zone, zone_rule, created_at, updated_at) \
-         SELECT $1, $2, $3, COALESCE(MAX(n), 0) + 1, $4, $5, $6, 'placing', \
-                COALESCE((SELECT scheduled_for FROM runs WHERE id = $2), $8), $7, $9, $8, $8 \
-         FROM callback_attempts WHERE run_id = $2 \
-         RETURNING {COLUMNS}"
+         SELECT u.id, u.run_id, u.lead_id, \
+                COALESCE((SELECT MAX(c.n) FROM callback_attempts c WHERE c.run_id = u.run_id), 0) + 1, \
+                u.step_n, u.team, u.provider, 'placing', \
+                COALESCE((SELECT r.scheduled_for FROM runs r WHERE r.id = u.run_id), u.at), \
+                u.zone, u.zone_rule, u.at, u.at \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::timestamptz[]) \
+              AS u(id, run_id, lead_id, step_n, team, provider, zone, zone_rule, at) \
+         RETURNING run_id, step_n, {COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
-    .bind(ctx.run_id)
-    .bind(ctx.lead_id)
-    .bind(job.n)
-    .bind(team_id)
-    .bind(provider)
-    .bind(&plan.zone)
-    .bind(At(now))
-    .bind(plan.zone_rule.as_str())
-    .fetch_one(tx)
+    .bind(&ids)
+    .bind(&runs)
+    .bind(&leads)
+    .bind(&steps)
+    .bind(&teams)
+    .bind(&providers)
+    .bind(&zones)
+    .bind(&rules)
+    .bind(&nows)
+    .fetch_all(tx)
     .await?;
-    Ok(row.into())
+    Ok(rows
+        .into_iter()
+        .map(|o| ((o.run_id, o.step_n), AttemptRow::from(o.raw)))
+        .collect())
 }
 
 pub(super) async fn mark_placing(
@@ -181,6 +239,19 @@ pub(super) async fn mark_placing(
     .fetch_one(tx)
     .await?;
     Ok(row.into())
+}
+
+/// A `placing` attempt whose call certainly did not go out: the next execution asks again,
+/// as after a provider's refusal.
+pub(super) async fn unplaced(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE callback_attempts SET state = 'retry', updated_at = now() \
+         WHERE id = $1 AND state = 'placing'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Records a final outcome that leadflow itself decided (a call whose fate never became known).

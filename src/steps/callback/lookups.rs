@@ -4,7 +4,9 @@
 //! execution alone makes, each over the whole group. No execution's writes change what
 //! another read: an attempt belongs to one execution, and a call counts toward the daily cap
 //! once placed, which happens after the group's commit. A group recording the providers'
-//! answers reads only the attempts ([`Attempts`]).
+//! answers reads only the attempts ([`Attempts`]); qualify's group, which routes its leads
+//! and prepares the first calls of those due at once, reads only the block list and the
+//! recent calls ([`Lookups::for_new`]): the executions it creates own no attempt yet.
 
 use std::collections::HashMap;
 
@@ -39,6 +41,21 @@ impl Lookups {
         })
     }
 
+    /// What routing and the first call of new runs (`ctxs`) need, in two statements: their
+    /// callback executions are created in the caller's transaction, so they own no attempt.
+    pub(crate) async fn for_new(
+        tx: &mut PgConnection,
+        engine: &Engine,
+        ctxs: &[&RunContext],
+    ) -> Result<Lookups, sqlx::Error> {
+        let leads: Vec<Uuid> = ctxs.iter().map(|ctx| ctx.lead_id).collect();
+        Ok(Lookups {
+            attempts: Attempts(HashMap::new()),
+            blocked: super::blocked_many(tx, ctxs).await?,
+            recent: attempt::recent_calls_many(tx, &leads, engine.clock.now()).await?,
+        })
+    }
+
     /// The attempt execution `job` owns, as [`attempt::current`] reads it.
     pub(super) fn current(&self, job: StepJob) -> Option<AttemptRow> {
         self.attempts.get(job)
@@ -50,7 +67,7 @@ impl Lookups {
     }
 
     /// The lead's calls placed in the 24 hours before the group's start.
-    pub(super) fn recent_calls(&self, lead_id: Uuid) -> Vec<Timestamp> {
+    pub(crate) fn recent_calls(&self, lead_id: Uuid) -> Vec<Timestamp> {
         self.recent.get(&lead_id).cloned().unwrap_or_default()
     }
 }

@@ -55,6 +55,8 @@ struct Exec<'a> {
     pending: &'a Pending,
     /// What a group read for its executions, this one's among them (see [`Lookups`]).
     group: Option<&'a Lookups>,
+    /// The group's new attempts, this one's to be added.
+    batch: Option<&'a NewAttempts>,
 }
 
 impl<'a> Exec<'a> {
@@ -81,6 +83,7 @@ impl<'a> Exec<'a> {
             team,
             pending,
             group: None,
+            batch: None,
         })
     }
 }
@@ -103,7 +106,8 @@ pub(super) async fn execute(
     pending.committed();
     match prepared {
         Prepared::Call(call) => place(engine, job, job_id, attempt, call, None).await,
-        Prepared::Done | Prepared::Alone => Ok(()),
+        // Alone, an execution is never `Alone` or `Batched`.
+        Prepared::Done | Prepared::Alone | Prepared::Batched => Ok(()),
     }
 }
 
@@ -116,6 +120,8 @@ pub(crate) enum Prepared {
     /// Nothing was written: the execution must ask the provider, which it does alone, not
     /// while holding a group's transaction (see [`prepare`]).
     Alone,
+    /// A new attempt, added to the group's [`NewAttempts`]: its call comes from their write.
+    Batched,
 }
 
 /// A call whose attempt row is committed, to be placed.
@@ -124,10 +130,18 @@ pub(crate) struct Call {
     row: AttemptRow,
 }
 
+impl Call {
+    /// The lead to call.
+    pub(crate) fn lead_id(&self) -> Uuid {
+        self.ctx.lead_id
+    }
+}
+
 /// The first part of an execution, in the caller's transaction (its own, or a group's, with
 /// what the group read for its executions): start, resume or settle the execution's attempt.
 /// In a group, an execution that would ask the provider how a call stands comes back
-/// [`Prepared::Alone`].
+/// [`Prepared::Alone`], and a new attempt [`Prepared::Batched`], for the group to write with
+/// the others ([`NewAttempts::write`]) before its commit.
 pub(crate) async fn prepare(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -135,10 +149,12 @@ pub(crate) async fn prepare(
     job: StepJob,
     attempt: u32,
     pending: &Pending,
-    group: Option<&Lookups>,
+    group: Option<(&Lookups, &NewAttempts)>,
 ) -> Result<Prepared, StepError> {
     let mut exec = Exec::new(engine, ctx, job, attempt, pending)?;
-    exec.group = group;
+    exec.group = group.map(|(read, _)| read);
+    exec.batch = group.map(|(_, batch)| batch);
+    let group = exec.group;
     let may_ask_provider = group.is_none();
     let now = engine.clock.now();
     let current = match group {
@@ -148,7 +164,10 @@ pub(crate) async fn prepare(
     let to_place = match current {
         None => exec.begin_attempt(tx, now).await?,
         Some(a) => match a.state {
-            State::Retry => exec.retry_attempt(tx, a, now).await?,
+            State::Retry => match exec.retry_attempt(tx, a, now).await? {
+                Some(row) => ToPlace::Row(row),
+                None => ToPlace::Nothing,
+            },
             State::Placing | State::Unknown => {
                 let window = SignedDuration::try_from(engine.callbacks.unknown_window)
                     .unwrap_or(SignedDuration::ZERO);
@@ -161,23 +180,78 @@ pub(crate) async fn prepare(
                     let a = exec.settle(tx, a.id, Outcome::Lost, now).await?;
                     exec.decide(tx, &a, now).await?;
                 }
-                None
+                ToPlace::Nothing
             }
             State::Placed if !may_ask_provider => return Ok(Prepared::Alone),
             State::Placed => {
                 exec.follow_up(tx, a, now).await?;
-                None
+                ToPlace::Nothing
             }
             State::Done => {
                 exec.decide(tx, &a, now).await?;
-                None
+                ToPlace::Nothing
             }
         },
     };
     Ok(match to_place {
-        Some(row) => Prepared::Call(Box::new(Call { ctx: exec.ctx, row })),
-        None => Prepared::Done,
+        ToPlace::Row(row) => Prepared::Call(Box::new(Call { ctx: exec.ctx, row })),
+        ToPlace::Batched => Prepared::Batched,
+        ToPlace::Nothing => Prepared::Done,
     })
+}
+
+/// What the first part of an execution left to place.
+enum ToPlace {
+    Nothing,
+    Row(AttemptRow),
+    /// A new attempt, in the group's [`NewAttempts`].
+    Batched,
+}
+
+/// The new attempts of a group's executions, written together once all have decided (see
+/// [`NewAttempts::write`]): in bulk, one statement for the group rather than two per lead.
+#[derive(Default)]
+pub(crate) struct NewAttempts(std::sync::Mutex<Vec<attempt::NewAttempt>>);
+
+impl NewAttempts {
+    fn add(&self, new: attempt::NewAttempt) {
+        if let Ok(mut batch) = self.0.lock() {
+            batch.push(new);
+        }
+    }
+
+    /// Writes the attempts and moves their runs to `calling`, in one statement each. Returns
+    /// the calls to place once the caller commits, by `(run_id, step_n)`.
+    pub(crate) async fn write(
+        self,
+        tx: &mut PgConnection,
+        pending: &Pending,
+    ) -> Result<HashMap<(Uuid, i32), Box<Call>>, StepError> {
+        let batch = self.0.into_inner().unwrap_or_default();
+        if batch.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut rows = attempt::create_many(tx, &batch).await?;
+        let moves: Vec<_> = batch
+            .iter()
+            .map(|new| super::writes::RunMove {
+                run_id: new.ctx.run_id,
+                status: Some(RunStatus::Calling),
+                reason: None,
+                team: None,
+            })
+            .collect();
+        for ended in super::writes::move_runs(tx, &moves).await? {
+            pending.push(ended);
+        }
+        let mut calls = HashMap::with_capacity(batch.len());
+        for new in batch {
+            let key = (new.job.run_id, new.job.n);
+            let row = rows.remove(&key).ok_or(StepError::RunMissing(key.0))?;
+            calls.insert(key, Box::new(Call { ctx: new.ctx, row }));
+        }
+        Ok(calls)
+    }
 }
 
 /// Places a prepared call, then records the provider's answer: with `recorder`, in a group
@@ -205,6 +279,13 @@ pub(crate) async fn place(
     exec.record_alone(&answer).await
 }
 
+/// A prepared call that will not be placed by this process after all (its job goes back to
+/// the queue): its attempt is marked for the job's next execution to place.
+pub(crate) async fn unplaced(pool: &sqlx::PgPool, call: &Call) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    attempt::unplaced(&mut conn, call.row.id).await
+}
+
 /// Records a provider's answer for execution `job` in the caller's (a group's) transaction,
 /// which holds the step's and the run's locks; `locked` is the run as locked there.
 #[allow(clippy::too_many_arguments)]
@@ -226,12 +307,13 @@ pub(crate) async fn record_answer(
 
 impl Exec<'_> {
     /// A fresh execution: call now if the hours allow (the attempt row is returned, committed
-    /// by the caller before the provider is called), else wait for the time.
+    /// by the caller before the provider is called; in a group, added to its batch), else
+    /// wait for the time.
     async fn begin_attempt(
         &self,
         tx: &mut PgConnection,
         now: Timestamp,
-    ) -> Result<Option<AttemptRow>, StepError> {
+    ) -> Result<ToPlace, StepError> {
         let blocked = match self.group {
             Some(read) => read.blocked(self.ctx.run_id),
             None => blocked(tx, &self.ctx).await?,
@@ -240,27 +322,25 @@ impl Exec<'_> {
             let reason = format!("the lead's {what} is on the block list");
             self.end_without_attempt(tx, RunStatus::Unreachable, &reason)
                 .await?;
-            return Ok(None);
+            return Ok(ToPlace::Nothing);
         }
         let Some(plan) = self.plan(tx, now, Rule::Now).await? else {
-            return Ok(None);
+            return Ok(ToPlace::Nothing);
         };
         if plan.at > now + SignedDuration::from_secs(1) {
             self.wait(tx, plan.at, Some(&plan)).await?;
-            return Ok(None);
+            return Ok(ToPlace::Nothing);
         }
-        let row = attempt::create(
-            tx,
-            &self.ctx,
-            self.job,
-            &self.team_id,
-            self.engine.provider.name(),
-            &plan,
-            now,
-        )
-        .await?;
+        let provider = self.engine.provider.name();
+        let new =
+            attempt::NewAttempt::planned(&self.ctx, self.job, &self.team_id, provider, &plan, now);
+        if let Some(batch) = self.batch {
+            batch.add(new);
+            return Ok(ToPlace::Batched);
+        }
+        let row = attempt::create(tx, new).await?;
         super::touch_run(tx, self.ctx.run_id, Some(RunStatus::Calling), None).await?;
-        Ok(Some(row))
+        Ok(ToPlace::Row(row))
     }
 
     /// The provider did not take the call last time: ask again, still inside hours.
@@ -630,17 +710,22 @@ async fn blocked_many(
         .collect())
 }
 
-/// The first call of a routed lead: when, with the stagger, recorded on the run.
+/// The first call of a routed lead: when, with the stagger, recorded on the run. `read`:
+/// the lead's recent calls as its group read them, if it did.
 pub(super) async fn plan_first(
     tx: &mut PgConnection,
     engine: &Engine,
     workflow: &Workflow,
     team_id: &str,
     ctx: &RunContext,
+    read: Option<&Lookups>,
 ) -> Result<Result<Plan, String>, StepError> {
     let team = engine.team(&workflow.name, team_id)?;
     let now = engine.clock.now();
-    let recent = attempt::recent_calls(tx, ctx.lead_id, now).await?;
+    let recent = match read {
+        Some(read) => read.recent_calls(ctx.lead_id),
+        None => attempt::recent_calls(tx, ctx.lead_id, now).await?,
+    };
     let plan = plan::when(
         team,
         &workflow.quiet_hours,
