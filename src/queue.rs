@@ -198,49 +198,91 @@ pub async fn push_started(
     jobs: &[NewJob],
     started: &Started,
 ) -> Result<Vec<String>, QueueError> {
+    let rows: Vec<StartedJob> = jobs
+        .iter()
+        .map(|job| StartedJob {
+            step,
+            job: *job,
+            id: new_job_id().to_string(),
+            started,
+        })
+        .collect();
+    insert_started(conn, &rows).await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// A job to insert already [`Started`], with its id.
+pub struct StartedJob<'a> {
+    pub step: Step,
+    pub job: NewJob,
+    pub id: String,
+    pub started: &'a Started,
+}
+
+/// Inserts jobs already [`Started`], due now, of any queues and states, in one statement.
+pub async fn insert_started(
+    conn: &mut PgConnection,
+    jobs: &[StartedJob<'_>],
+) -> Result<(), QueueError> {
     let Some(first) = jobs.first() else {
-        return Ok(Vec::new());
+        return Ok(());
     };
-    let mut ids = Vec::with_capacity(jobs.len());
-    let mut args = Vec::with_capacity(jobs.len());
-    let mut keys = Vec::with_capacity(jobs.len());
-    let mut maxes = Vec::with_capacity(jobs.len());
-    for new in jobs {
-        ids.push(new_job_id().to_string());
+    let n = jobs.len();
+    let (mut ids, mut types, mut args, mut keys) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut maxes, mut statuses, mut attempts, mut workers) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for row in jobs {
+        let (step, new) = (row.step, row.job);
+        ids.push(row.id.as_str());
+        types.push(queue_name(step));
         args.push(encode(step, new.job)?);
         keys.push(new.job.idempotency_key(step));
         maxes.push(i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX));
+        let (status, attempt, worker) = match row.started {
+            Started::Done => ("Done", 1, None),
+            Started::ClaimedBy(worker) => ("Queued", 0, Some(worker.as_str())),
+        };
+        statuses.push(status);
+        attempts.push(attempt);
+        workers.push(worker);
     }
-    let (status, attempts, worker) = match started {
-        Started::Done => ("Done", 1, None),
-        Started::ClaimedBy(worker) => ("Queued", 0, Some(worker.as_str())),
-    };
     // The columns apalis's own insert fills, plus what its fetch or acknowledgement would set.
     sqlx::query(
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \
          priority, metadata, idempotency_key, lock_by, lock_at, done_at, last_result) \
-         SELECT u.id, $2, u.job, $3, $4, u.max_attempts, now(), 0, ''::hstore, u.key, $5, \
-         CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, \
-         CASE WHEN $3 = 'Done' THEN now() END, \
-         CASE WHEN $3 = 'Done' THEN '{\"Ok\": null}'::jsonb END \
-         FROM UNNEST($1::text[], $6::bytea[], $7::int[], $8::text[]) AS u(id, job, max_attempts, key)",
+         SELECT u.id, u.job_type, u.job, u.status, u.attempts, u.max_attempts, now(), 0, \
+         ''::hstore, u.key, u.worker, CASE WHEN u.worker IS NULL THEN NULL ELSE now() END, \
+         CASE WHEN u.status = 'Done' THEN now() END, \
+         CASE WHEN u.status = 'Done' THEN '{\"Ok\": null}'::jsonb END \
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[], $5::int[], $6::int[], \
+                     $7::text[], $8::text[]) \
+              AS u(id, job_type, job, status, attempts, max_attempts, key, worker)",
     )
     .bind(&ids)
-    .bind(queue_name(step))
-    .bind(status)
-    .bind(attempts)
-    .bind(worker)
+    .bind(&types)
     .bind(&args)
+    .bind(&statuses)
+    .bind(&attempts)
     .bind(&maxes)
     .bind(&keys)
+    .bind(&workers)
     .execute(conn)
     .await
     .map_err(|source| QueueError::Insert {
-        step,
-        run_id: first.job.run_id,
+        step: first.step,
+        run_id: first.job.job.run_id,
         source,
     })?;
-    Ok(ids)
+    Ok(())
 }
 
 /// A job [`Started::ClaimedBy`] `worker`, executed: `error` is `None` if it succeeded.

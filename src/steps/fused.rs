@@ -30,11 +30,11 @@ use uuid::Uuid;
 
 use super::callback::Prepared;
 use super::eager::{Claimed, Eager};
-use super::{Engine, Group, RunContext, StepError, Writes, callback};
+use super::{Engine, Group, RunContext, StepError, Writes, callback, route};
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
-use crate::queue::{self, Started, StepJob};
+use crate::queue::{self, StepJob};
 
 /// What qualify's group needs to route its leads and claim their callbacks: the process's
 /// pause board and the runner of claimed callbacks. Cheap to clone.
@@ -84,79 +84,81 @@ impl Plan {
     }
 }
 
-/// Routes the runs whose route executions `jobs` the caller's transaction has just created
-/// (with [`Writes::run_here`]), each from the run context its qualify execution loaded.
-/// Returns the callbacks it claimed for `callback_worker`, each prepared: its first call's
-/// attempt is written here, to be placed once the transaction commits.
+/// Routes the runs whose qualify executions, added to `writes`, go on to routing now: each
+/// route execution decides from the run context its qualify execution loaded (given the
+/// team it chooses) and is added to `writes` as done. Returns what was read for the routed
+/// leads' first calls, for [`claim_callbacks`].
 pub(super) async fn route(
     tx: &mut sqlx::PgConnection,
     engine: &Engine,
-    jobs: &[(StepJob, String)],
-    contexts: &HashMap<Uuid, RunContext>,
-    callback_worker: Option<&str>,
+    writes: &mut Writes,
+    contexts: &mut HashMap<Uuid, RunContext>,
     pending: &Pending,
-) -> Result<Vec<Claimed>, StepError> {
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut writes = Writes::new(Step::Route);
-    if let Some(worker) = callback_worker {
-        writes.run_here(Step::Callback, Started::ClaimedBy(worker.to_owned()));
-    }
-    let ctxs = jobs
+) -> Result<Option<callback::Lookups>, StepError> {
+    let runs = writes.due_now(Step::Route);
+    let ctxs = runs
         .iter()
-        .map(|(job, _)| {
-            contexts
-                .get(&job.run_id)
-                .ok_or(StepError::RunMissing(job.run_id))
-        })
+        .map(|run| contexts.get(run).ok_or(StepError::RunMissing(*run)))
         .collect::<Result<Vec<_>, _>>()?;
     // Read once for the group: the recent calls route's plans need, and the block list the
-    // first calls prepared below check.
+    // first calls check.
     let calling: Vec<&RunContext> = ctxs.iter().copied().filter(|c| c.auto_callback).collect();
     let read = if calling.is_empty() {
         None
     } else {
         Some(callback::Lookups::for_new(tx, engine, &calling).await?)
     };
-    for ((job, job_id), ctx) in jobs.iter().zip(&ctxs) {
+    for run_id in runs {
+        let ctx = contexts
+            .get_mut(&run_id)
+            .ok_or(StepError::RunMissing(run_id))?;
         let started = Instant::now();
-        let span = super::span(Step::Route, *job, job_id, 1);
-        span.record("lead_id", tracing::field::display(ctx.lead_id));
+        // The execution's number and job are written with the group's other writes.
+        let span =
+            tracing::info_span!("step", step = %Step::Route, lead_id = %ctx.lead_id, %run_id);
         async {
-            let read = read.as_ref();
-            super::decide(tx, engine, Step::Route, *job, 1, ctx, &mut writes, read).await?;
+            let workflow = engine.workflow(&ctx.workflow)?;
+            let transition =
+                route::decide(tx, engine, workflow, ctx, writes, read.as_ref()).await?;
+            let max = workflow.retry.max_attempts;
+            writes.add_done(Step::Route, ctx, transition, max);
             // Not "step done": that is logged once a transaction has committed.
             tracing::debug!("decided in qualify's transaction");
             Ok::<(), StepError>(())
         }
         .instrument(span)
         .await?;
+        // The callback executions claimed below work for the team routing chose.
+        if let Some(team) = writes.team(run_id) {
+            ctx.team = Some(team.to_owned());
+        }
         pending.push(Observation::StepRan {
             step: Step::Route,
             elapsed: started.elapsed(),
         });
     }
-    // The run's team as routing chose it: the callback executions below work for it.
-    let teams: HashMap<Uuid, String> = ctxs
-        .iter()
-        .filter_map(|c| Some((c.run_id, writes.team(c.run_id)?.to_owned())))
-        .collect();
-    let flushed = writes.flush(tx).await?;
-    for ended in flushed.ended {
-        pending.push(ended);
-    }
-    let (Some(worker), Some(read)) = (callback_worker, read.as_ref()) else {
-        return Ok(Vec::new());
-    };
-    let mut claimed = Vec::with_capacity(flushed.here.len());
+    Ok(read)
+}
+
+/// Prepares the callbacks that the caller's transaction has just created claimed for
+/// `worker` (`here`, from [`Writes::flush`]): their first attempts are written now, their
+/// calls placed after the commit. `read`: what [`route`] read for their leads.
+pub(super) async fn claim_callbacks(
+    tx: &mut sqlx::PgConnection,
+    engine: &Engine,
+    here: Vec<(StepJob, String)>,
+    contexts: &HashMap<Uuid, RunContext>,
+    worker: &str,
+    read: &callback::Lookups,
+    pending: &Pending,
+) -> Result<Vec<Claimed>, StepError> {
+    let mut claimed = Vec::with_capacity(here.len());
     let batch = callback::NewAttempts::default();
-    for (job, job_id) in flushed.here {
-        let mut ctx = contexts
+    for (job, job_id) in here {
+        let ctx = contexts
             .get(&job.run_id)
             .ok_or(StepError::RunMissing(job.run_id))?
             .clone();
-        ctx.team = teams.get(&job.run_id).cloned().or(ctx.team);
         let span = super::span(Step::Callback, job, &job_id, 1);
         span.record("lead_id", tracing::field::display(ctx.lead_id));
         let group = Some((read, &batch));

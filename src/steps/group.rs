@@ -303,8 +303,9 @@ async fn execute(
     let plan = fusion.map(|f| fused::Plan::now(engine, f));
     let route_here = plan.as_ref().is_some_and(|p| p.route);
     let callback_worker = plan.and_then(|p| p.callback_worker);
-    if route_here {
-        writes.run_here(Step::Route, crate::queue::Started::Done);
+    if let Some(worker) = &callback_worker {
+        let claimed = crate::queue::Started::ClaimedBy(worker.clone());
+        writes.run_here(Step::Callback, claimed);
     }
     let mut contexts = HashMap::new();
     // Callback executions admitted, prepared once what they all read is read.
@@ -357,19 +358,21 @@ async fn execute(
         }
         outcome.calls.extend(batch.write(&mut tx, pending).await?);
     }
+    let read = match route_here {
+        true => fused::route(&mut tx, engine, &mut writes, &mut contexts, pending).await?,
+        false => None,
+    };
     let flushed = writes.flush(&mut tx).await?;
     for ended in flushed.ended {
         pending.push(ended);
     }
-    let claimed = fused::route(
-        &mut tx,
-        engine,
-        &flushed.here,
-        &contexts,
-        callback_worker.as_deref(),
-        pending,
-    )
-    .await?;
+    let claimed = match (callback_worker.as_deref(), read.as_ref()) {
+        (Some(worker), Some(read)) => {
+            let here = flushed.here;
+            fused::claim_callbacks(&mut tx, engine, here, &contexts, worker, read, pending).await?
+        }
+        _ => Vec::new(),
+    };
     tx.commit().await?;
     outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)

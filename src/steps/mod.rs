@@ -291,30 +291,17 @@ pub(crate) async fn enqueue_all(
         Some(started) => queue::push_started(conn, step, jobs, started).await?,
         None => queue::push_steps(conn, step, jobs).await?,
     };
-    let runs: Vec<Uuid> = jobs.iter().map(|j| j.job.run_id).collect();
-    let ns: Vec<i32> = jobs.iter().map(|j| j.job.n).collect();
-    let maxes: Vec<i32> = jobs
+    let rows: Vec<writes::NewRow> = jobs
         .iter()
-        .map(|j| i32::try_from(j.max_attempts).unwrap_or(i32::MAX))
+        .zip(&ids)
+        .map(|(job, id)| writes::NewRow {
+            step,
+            job: *job,
+            job_id: id.clone(),
+            output: None,
+        })
         .collect();
-    let run_ats: Vec<Option<jiff_sqlx::Timestamp>> = jobs
-        .iter()
-        .map(|j| j.run_at.map(jiff_sqlx::Timestamp::from))
-        .collect();
-    sqlx::query(
-        "INSERT INTO steps (run_id, name, n, job_id, status, max_attempts, next_run_at) \
-         SELECT u.run_id, $1, u.n, u.job_id, 'pending', u.max_attempts, COALESCE(u.run_at, now()) \
-         FROM UNNEST($2::uuid[], $3::int[], $4::text[], $5::int[], $6::timestamptz[]) \
-              AS u(run_id, n, job_id, max_attempts, run_at)",
-    )
-    .bind(step.as_str())
-    .bind(&runs)
-    .bind(&ns)
-    .bind(&ids)
-    .bind(&maxes)
-    .bind(&run_ats)
-    .execute(conn)
-    .await?;
+    writes::insert_steps(conn, &rows).await?;
     Ok(ids)
 }
 

@@ -31,7 +31,7 @@ pub(super) async fn decide(
             event: "routed",
         });
     }
-    match callback::plan_first(conn, engine, workflow, &routing.team, ctx, read).await? {
+    match callback::plan_first(conn, engine, workflow, &routing.team, ctx, read, writes).await? {
         Ok(plan) => {
             output["callback_at"] = json!(plan.at);
             output["callback_rule"] = json!(plan.rule);

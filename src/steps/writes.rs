@@ -14,18 +14,29 @@ use crate::metrics::Observation;
 use crate::queue::{self, NewJob, StepJob};
 use crate::timeline;
 
-/// The writes of the transitions added so far, all of executions of one step.
+/// The writes of the transitions added so far: of executions of one step, and of the next
+/// executions run in the same transaction ([`Writes::add_done`]).
 pub(crate) struct Writes {
     step: Step,
     settled: Vec<Settle>,
-    next: Vec<(Step, NewJob)>,
+    next: Vec<Next>,
     runs: Vec<RunMove>,
     events: Vec<timeline::Entry>,
+    /// Timeline entries that follow the transitions' own (see [`Writes::add_event_after`]).
+    later: Vec<timeline::Entry>,
     /// Teams chosen for runs whose transition is not added yet.
     teams: HashMap<Uuid, String>,
     /// The step whose next executions run here, and how their jobs start (see
     /// [`Writes::run_here`]).
     here: Option<(Step, queue::Started)>,
+}
+
+/// A new execution of `step`: its step row and job.
+struct Next {
+    step: Step,
+    job: NewJob,
+    /// Run in this transaction already, with this output: its row and job are written settled.
+    done: Option<Value>,
 }
 
 /// What [`Writes::flush`] wrote that the caller acts on.
@@ -61,15 +72,15 @@ impl Writes {
             next: Vec::new(),
             runs: Vec::new(),
             events: Vec::new(),
+            later: Vec::new(),
             teams: HashMap::new(),
             here: None,
         }
     }
 
-    /// The next executions of `step` that are due now will run in this process, right after
-    /// the flush (in this transaction: their jobs start [`queue::Started::Done`]) or after its
-    /// commit (claimed): their jobs are inserted `started` so, no worker is woken for them,
-    /// and the flush hands them back.
+    /// The next executions of `step` that are due now will run in this process after the
+    /// commit, their jobs inserted `started` (claimed): no worker is woken for them, and the
+    /// flush hands them back.
     pub fn run_here(&mut self, step: Step, started: queue::Started) {
         self.here = Some((step, started));
     }
@@ -88,6 +99,21 @@ impl Writes {
             .and_then(|m| m.team.as_deref())
     }
 
+    /// Adds a timeline entry that follows the transitions' own (a decision records what it
+    /// scheduled after the step that decided it).
+    pub fn add_event_after(&mut self, entry: timeline::Entry) {
+        self.later.push(entry);
+    }
+
+    /// The runs whose next execution of `step`, added so far, is due now and not run yet.
+    pub fn due_now(&self, step: Step) -> Vec<Uuid> {
+        self.next
+            .iter()
+            .filter(|n| n.step == step && n.job.run_at.is_none() && n.done.is_none())
+            .map(|n| n.job.job.run_id)
+            .collect()
+    }
+
     /// Adds execution `job`'s transition: its step is `ok`, and the run goes on to the next
     /// step (a new execution of it, with its job) or ends.
     pub fn add(
@@ -98,7 +124,40 @@ impl Writes {
         transition: Transition,
         max_attempts: u32,
     ) {
-        let (output, event, run) = match transition {
+        let output = self.follow(ctx, transition, max_attempts);
+        self.settled.push(Settle {
+            job,
+            attempt,
+            output: Some(output),
+            error: None,
+        });
+    }
+
+    /// Adds the transition of run `ctx`'s next execution of `step` (one of [`Writes::due_now`]),
+    /// decided in this transaction: its row and job are written settled, at their first
+    /// attempt, with no trip through the queue.
+    pub fn add_done(
+        &mut self,
+        step: Step,
+        ctx: &RunContext,
+        transition: Transition,
+        max_attempts: u32,
+    ) {
+        let output = self.follow(ctx, transition, max_attempts);
+        let run_id = ctx.run_id;
+        if let Some(next) = self
+            .next
+            .iter_mut()
+            .find(|n| n.step == step && n.job.job.run_id == run_id && n.done.is_none())
+        {
+            next.done = Some(output);
+        }
+    }
+
+    /// What a transition of run `ctx` writes besides its step row; returns the step's output.
+    fn follow(&mut self, ctx: &RunContext, transition: Transition, max_attempts: u32) -> Value {
+        let run_id = ctx.run_id;
+        let (output, event, status, reason) = match transition {
             Transition::Next {
                 step,
                 output,
@@ -106,112 +165,205 @@ impl Writes {
                 run_at,
             } => {
                 // `n` is filled in at flush time, from the step rows.
-                let next = StepJob {
-                    run_id: job.run_id,
-                    n: 0,
-                };
-                self.next.push((
+                let job = StepJob { run_id, n: 0 };
+                self.next.push(Next {
                     step,
-                    NewJob {
-                        job: next,
+                    job: NewJob {
+                        job,
                         run_at,
                         max_attempts,
                     },
-                ));
-                let run = RunMove {
-                    run_id: job.run_id,
-                    status: None,
-                    reason: None,
-                    team: self.teams.remove(&job.run_id),
-                };
-                (output, event, run)
+                    done: None,
+                });
+                (output, event, None, None)
             }
             Transition::Finish {
                 status,
                 reason,
                 output,
                 event,
-            } => {
-                let run = RunMove {
-                    run_id: job.run_id,
-                    status: Some(status),
-                    reason,
-                    team: self.teams.remove(&job.run_id),
-                };
-                (output, event, run)
-            }
+            } => (output, event, Some(status), reason),
         };
+        self.runs.push(RunMove {
+            run_id,
+            status,
+            reason,
+            team: self.teams.remove(&run_id),
+        });
         self.events.push(timeline::Entry {
             lead_id: ctx.lead_id,
-            run_id: Some(job.run_id),
+            run_id: Some(run_id),
             event: event.to_owned(),
             detail: output.clone(),
         });
-        self.settled.push(Settle {
-            job,
-            attempt,
-            output: Some(output),
-            error: None,
-        });
-        self.runs.push(run);
+        output
     }
 
-    /// Writes everything added.
+    /// Writes everything added: one statement per kind of write.
     pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Flushed, StepError> {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
+        number_executions(tx, &mut self.next).await?;
+        let here_step = self.here.as_ref().map(|(step, _)| *step);
+        let mut queued: Vec<(Step, NewJob)> = Vec::new();
+        let mut started = Vec::new();
+        let mut outputs = Vec::new();
         let mut here = Vec::new();
+        let done = queue::Started::Done;
+        for next in &self.next {
+            let start = match (&next.done, &self.here) {
+                (Some(_), _) => Some(&done),
+                (None, Some((step, how))) if *step == next.step && next.job.run_at.is_none() => {
+                    Some(how)
+                }
+                _ => None,
+            };
+            match start {
+                Some(how) => {
+                    let id = queue::new_job_id().to_string();
+                    if next.done.is_none() && here_step == Some(next.step) {
+                        here.push((next.job.job, id.clone()));
+                    }
+                    started.push(queue::StartedJob {
+                        step: next.step,
+                        job: next.job,
+                        id,
+                        started: how,
+                    });
+                    outputs.push(next.done.clone());
+                }
+                None => queued.push((next.step, next.job)),
+            }
+        }
+        let mut rows = Vec::with_capacity(self.next.len());
         for step in queue::WORKER_STEPS {
-            let mut jobs: Vec<NewJob> = self
-                .next
+            let jobs: Vec<NewJob> = queued
                 .iter()
                 .filter(|(s, _)| *s == step)
-                .map(|(_, job)| *job)
+                .map(|(_, j)| *j)
                 .collect();
-            if jobs.is_empty() {
-                continue;
-            }
-            number_executions(tx, step, &mut jobs).await?;
-            // Only executions due now run here; a later one waits in the queue as usual.
-            let started = self
-                .here
-                .as_ref()
-                .filter(|(s, _)| *s == step)
-                .map(|(_, s)| s);
-            let (now, queued): (Vec<NewJob>, Vec<NewJob>) = match started {
-                Some(_) => jobs.into_iter().partition(|j| j.run_at.is_none()),
-                None => (Vec::new(), jobs),
-            };
-            super::enqueue_all(tx, step, &queued, None).await?;
-            let ids = super::enqueue_all(tx, step, &now, started).await?;
-            here.extend(now.iter().map(|j| j.job).zip(ids));
+            let ids = queue::push_steps(tx, step, &jobs).await?;
+            rows.extend(jobs.into_iter().zip(ids).map(|(job, id)| NewRow {
+                step,
+                job,
+                job_id: id,
+                output: None,
+            }));
         }
-        let ended = move_runs(tx, &self.runs).await?;
-        timeline::record_many(tx, timeline::SYSTEM, std::mem::take(&mut self.events)).await?;
+        queue::insert_started(tx, &started).await?;
+        for (row, output) in started.iter().zip(outputs) {
+            rows.push(NewRow {
+                step: row.step,
+                job: row.job,
+                job_id: row.id.clone(),
+                output,
+            });
+        }
+        insert_steps(tx, &rows).await?;
+        let ended = move_runs(tx, &merge_moves(std::mem::take(&mut self.runs))).await?;
+        let mut events = std::mem::take(&mut self.events);
+        events.append(&mut self.later);
+        timeline::record_many(tx, timeline::SYSTEM, events).await?;
         Ok(Flushed { ended, here })
     }
 }
 
-/// Sets each job's `n` to the run's next execution number of `step`.
-async fn number_executions(
-    conn: &mut PgConnection,
-    step: Step,
-    jobs: &mut [NewJob],
-) -> Result<(), sqlx::Error> {
-    let runs: Vec<Uuid> = jobs.iter().map(|j| j.job.run_id).collect();
-    let rows: Vec<(Uuid, i32)> = sqlx::query_as(
-        "SELECT u.run_id, COALESCE(MAX(s.n), 0) + 1 FROM UNNEST($1::uuid[]) AS u(run_id) \
-         LEFT JOIN steps s ON s.run_id = u.run_id AND s.name = $2 GROUP BY u.run_id",
+/// One move per run, in first-seen order: a later move's status, reason and team win.
+fn merge_moves(moves: Vec<RunMove>) -> Vec<RunMove> {
+    let mut merged: Vec<RunMove> = Vec::with_capacity(moves.len());
+    for m in moves {
+        match merged.iter_mut().find(|x| x.run_id == m.run_id) {
+            Some(x) => {
+                if m.status.is_some() {
+                    x.status = m.status;
+                    x.reason = m.reason;
+                }
+                if m.team.is_some() {
+                    x.team = m.team;
+                }
+            }
+            None => merged.push(m),
+        }
+    }
+    merged
+}
+
+/// Sets each new execution's `n` to its run's next execution number of its step, in one
+/// statement.
+async fn number_executions(conn: &mut PgConnection, next: &mut [Next]) -> Result<(), sqlx::Error> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let runs: Vec<Uuid> = next.iter().map(|n| n.job.job.run_id).collect();
+    let names: Vec<&str> = next.iter().map(|n| n.step.as_str()).collect();
+    let rows: Vec<(i64, i32)> = sqlx::query_as(
+        "SELECT u.i, COALESCE(MAX(s.n), 0) + 1 \
+         FROM UNNEST($1::uuid[], $2::text[]) WITH ORDINALITY AS u(run_id, name, i) \
+         LEFT JOIN steps s ON s.run_id = u.run_id AND s.name = u.name GROUP BY u.i",
     )
     .bind(&runs)
-    .bind(step.as_str())
+    .bind(&names)
     .fetch_all(conn)
     .await?;
-    for job in jobs.iter_mut() {
-        job.job.n = rows
-            .iter()
-            .find(|(run, _)| *run == job.job.run_id)
-            .map_or(1, |(_, n)| *n);
+    for (i, n) in rows {
+        if let Some(next) = usize::try_from(i - 1).ok().and_then(|i| next.get_mut(i)) {
+            next.job.job.n = n;
+        }
     }
+    Ok(())
+}
+
+/// A new step row: `pending` with its job, or, with an `output`, settled `ok` at its first
+/// attempt.
+pub(crate) struct NewRow {
+    pub step: Step,
+    pub job: NewJob,
+    pub job_id: String,
+    pub output: Option<Value>,
+}
+
+/// Inserts step rows, of any steps, in one statement.
+pub(crate) async fn insert_steps(
+    conn: &mut PgConnection,
+    rows: &[NewRow],
+) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let runs: Vec<Uuid> = rows.iter().map(|r| r.job.job.run_id).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.step.as_str()).collect();
+    let ns: Vec<i32> = rows.iter().map(|r| r.job.job.n).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
+    let maxes: Vec<i32> = rows
+        .iter()
+        .map(|r| i32::try_from(r.job.max_attempts).unwrap_or(i32::MAX))
+        .collect();
+    let run_ats: Vec<Option<jiff_sqlx::Timestamp>> = rows
+        .iter()
+        .map(|r| r.job.run_at.map(jiff_sqlx::Timestamp::from))
+        .collect();
+    let done: Vec<bool> = rows.iter().map(|r| r.output.is_some()).collect();
+    let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
+    sqlx::query(
+        "INSERT INTO steps (run_id, name, n, job_id, status, attempts, max_attempts, next_run_at, \
+                            started_at, finished_at, output) \
+         SELECT u.run_id, u.name, u.n, u.job_id, CASE WHEN u.done THEN 'ok' ELSE 'pending' END, \
+                CASE WHEN u.done THEN 1 ELSE 0 END, u.max_attempts, \
+                CASE WHEN u.done THEN NULL ELSE COALESCE(u.run_at, now()) END, \
+                CASE WHEN u.done THEN now() END, CASE WHEN u.done THEN now() END, u.output \
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], \
+                     $6::timestamptz[], $7::bool[], $8::jsonb[]) \
+              AS u(run_id, name, n, job_id, max_attempts, run_at, done, output)",
+    )
+    .bind(&runs)
+    .bind(&names)
+    .bind(&ns)
+    .bind(&ids)
+    .bind(&maxes)
+    .bind(&run_ats)
+    .bind(&done)
+    .bind(&outputs)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

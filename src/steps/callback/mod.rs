@@ -30,7 +30,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::group::Recorder;
-use super::{Engine, RunContext, StepError};
+use super::{Engine, RunContext, StepError, Writes};
 use crate::lead::{RunStatus, Step};
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
@@ -643,6 +643,19 @@ async fn schedule_run(
     attempt: i32,
     because: Option<&str>,
 ) -> Result<(), sqlx::Error> {
+    let entry = mark_scheduled(tx, ctx, plan, attempt, because).await?;
+    timeline::record_many(tx, timeline::SYSTEM, vec![entry]).await
+}
+
+/// [`schedule_run`]'s write to the run; returns its timeline entry, to be written by the
+/// caller.
+async fn mark_scheduled(
+    tx: &mut PgConnection,
+    ctx: &RunContext,
+    plan: &Plan,
+    attempt: i32,
+    because: Option<&str>,
+) -> Result<timeline::Entry, sqlx::Error> {
     sqlx::query(
         "UPDATE runs SET status = 'scheduled', scheduled_for = $2, schedule_rule = $3, updated_at = now() \
          WHERE id = $1 AND status IN ('running', 'scheduled', 'calling')",
@@ -656,15 +669,12 @@ async fn schedule_run(
         "at": plan.at, "rule": plan.rule, "attempt": attempt,
         "lead_zone": plan.zone, "zone_rule": plan.zone_rule, "because": because,
     });
-    timeline::record(
-        tx,
-        ctx.lead_id,
-        Some(ctx.run_id),
-        "callback.scheduled",
-        timeline::SYSTEM,
+    Ok(timeline::Entry {
+        lead_id: ctx.lead_id,
+        run_id: Some(ctx.run_id),
+        event: "callback.scheduled".to_owned(),
         detail,
-    )
-    .await
+    })
 }
 
 /// Re-checked before every attempt: the block list may have grown since intake.
@@ -710,8 +720,9 @@ async fn blocked_many(
         .collect())
 }
 
-/// The first call of a routed lead: when, with the stagger, recorded on the run. `read`:
-/// the lead's recent calls as its group read them, if it did.
+/// The first call of a routed lead: when, with the stagger, recorded on the run (its
+/// timeline entry goes to `writes`, after routing's). `read`: the lead's recent calls as its
+/// group read them, if it did.
 pub(super) async fn plan_first(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -719,6 +730,7 @@ pub(super) async fn plan_first(
     team_id: &str,
     ctx: &RunContext,
     read: Option<&Lookups>,
+    writes: &mut Writes,
 ) -> Result<Result<Plan, String>, StepError> {
     let team = engine.team(&workflow.name, team_id)?;
     let now = engine.clock.now();
@@ -741,7 +753,7 @@ pub(super) async fn plan_first(
     };
     let plan = plan::stagger(tx, team_id, team, plan).await?;
     if plan.rule != Rule::Now {
-        schedule_run(tx, ctx, &plan, 1, None).await?;
+        writes.add_event_after(mark_scheduled(tx, ctx, &plan, 1, None).await?);
     }
     Ok(Ok(plan))
 }
