@@ -295,7 +295,13 @@ pub struct ClaimedDone {
 /// Acknowledges jobs [`Started::ClaimedBy`] a worker after their execution, in one statement, as
 /// apalis acknowledges fetched ones: done, or failed (their retry time is already in
 /// `run_at`). A job handed back or rescued meanwhile is left as it is.
-pub async fn finish_claimed(pool: &sqlx::PgPool, done: &[ClaimedDone]) -> Result<(), sqlx::Error> {
+pub async fn finish_claimed<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    done: &[ClaimedDone],
+) -> Result<(), sqlx::Error> {
+    if done.is_empty() {
+        return Ok(());
+    }
     let ids: Vec<&str> = done.iter().map(|d| d.id.as_str()).collect();
     let workers: Vec<&str> = done.iter().map(|d| d.worker.as_str()).collect();
     let errors: Vec<Option<&str>> = done.iter().map(|d| d.error.as_deref()).collect();
@@ -310,7 +316,7 @@ pub async fn finish_claimed(pool: &sqlx::PgPool, done: &[ClaimedDone]) -> Result
     .bind(&ids)
     .bind(&workers)
     .bind(&errors)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -849,6 +849,17 @@ async fn a_callback_due_at_once_is_claimed_with_its_qualification_unless_paused(
     .await;
     // Its call's attempt was written in that transaction too, before the call was placed.
     assert!(attempt_written_with_routing(&app, &first).await);
+    // And its job acknowledged in the transaction that recorded the provider's answer.
+    let acked_with_answer: bool = sqlx::query_scalar(
+        "SELECT j.xmin = t.xmin FROM runs r \
+         JOIN apalis.jobs j ON j.idempotency_key = 'run:' || r.id || ':callback:1' \
+         JOIN timeline t ON t.run_id = r.id AND t.event = 'call.placed' WHERE r.lead_id = $1::uuid",
+    )
+    .bind(&first)
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("acknowledgement");
+    assert!(acked_with_answer);
 
     // With the callback queue paused, the job waits in the queue, unclaimed.
     app.queue_action("callback", "pause").await;

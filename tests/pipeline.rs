@@ -537,13 +537,17 @@ async fn qualify_routes_its_leads_in_its_own_commit_unless_route_is_paused() {
     );
 }
 
-/// The qualify job of `lead`: apalis's status, attempts, the worker it was claimed by, and
+/// The qualify job of `lead`: apalis's status, attempts, the worker it was claimed by,
 /// whether it was claimed in the transaction that inserted it (`lock_at = run_at`: both are
-/// that transaction's `now()`; a fetch claims later).
-async fn qualify_job(app: &TestApp, lead: &str) -> (String, i32, Option<String>, Option<bool>) {
+/// that transaction's `now()`; a fetch claims later), and whether its last write (the
+/// acknowledgement) was the transaction that settled its step (the rows' `xmin`).
+async fn qualify_job(
+    app: &TestApp,
+    lead: &str,
+) -> (String, i32, Option<String>, Option<bool>, bool) {
     let lead: uuid::Uuid = lead.parse().expect("lead id");
     sqlx::query_as(
-        "SELECT j.status, j.attempts, j.lock_by, j.lock_at = j.run_at \
+        "SELECT j.status, j.attempts, j.lock_by, j.lock_at = j.run_at, j.xmin = s.xmin \
          FROM apalis.jobs j JOIN steps s ON s.job_id = j.id JOIN runs r ON r.id = s.run_id \
          WHERE r.lead_id = $1 AND s.name = 'qualify'",
     )
@@ -569,23 +573,27 @@ async fn intake_hands_new_leads_to_its_own_qualify_worker_unless_the_queue_is_pa
     let handed = submit(&app, &hook.token, &lead("rules-form", 40, |_| {})).await;
     app.wait_for_run(&handed, "routed", Duration::from_secs(10))
         .await;
-    let (status, attempts, by, at_insert) = qualify_job(&app, &handed).await;
+    let (status, attempts, by, at_insert, acked_with_step) = qualify_job(&app, &handed).await;
     assert_eq!((status.as_str(), attempts), ("Done", 1));
     assert!(
         by.as_deref().is_some_and(|w| w.ends_with("-qualify")),
         "{by:?}"
     );
     assert_eq!(at_insert, Some(true));
+    // Acknowledged in the transaction that applied it, not by a statement of its own.
+    assert!(acked_with_step);
 
     // Paused: queued for whichever worker takes it after the resume, not claimed.
     app.queue_action("qualify", "pause").await;
     let queued = submit(&app, &hook.token, &lead("rules-form", 41, |_| {})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, _, by, _) = qualify_job(&app, &queued).await;
+    let (status, _, by, _, _) = qualify_job(&app, &queued).await;
     assert_eq!((status.as_str(), by), ("Pending", None));
     app.queue_action("qualify", "resume").await;
     app.wait_for_run(&queued, "routed", Duration::from_secs(10))
         .await;
-    let (status, _, _, at_insert) = qualify_job(&app, &queued).await;
+    let (status, _, _, at_insert, acked_with_step) = qualify_job(&app, &queued).await;
     assert_eq!((status.as_str(), at_insert), ("Done", Some(false)));
+    // Fetched by apalis, which acknowledges it after the step's commit.
+    assert!(!acked_with_step);
 }

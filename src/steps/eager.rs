@@ -72,7 +72,9 @@ impl Eager {
                             running.spawn(async move {
                                 let done = run_claimed(&engine, &group, claimed).await;
                                 counter.fetch_sub(1, Ordering::AcqRel);
-                                let _ = acks.send(done);
+                                if let Some(done) = done {
+                                    let _ = acks.send(done);
+                                }
                             });
                         }
                         None => break,
@@ -144,9 +146,9 @@ pub(super) async fn release(engine: &Engine, claimed: &Claimed) {
     }
 }
 
-/// Runs a claimed execution through its step's group; its acknowledgement is left to
-/// [`acknowledge`].
-async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> ClaimedDone {
+/// Runs a claimed execution through its step's group. Its acknowledgement is committed with
+/// its effects when a group's transaction could; else it is returned, for [`acknowledge`].
+async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Option<ClaimedDone> {
     let Claimed {
         job,
         job_id,
@@ -154,19 +156,19 @@ async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Claime
         prepared,
     } = claimed;
     // Boxed: run_job is also what hands claimed callbacks over, for qualify's executions.
-    let result = match prepared {
-        Some(Prepared::Call(call)) => group.go_on(engine, job, &job_id, Some(call)).await,
-        Some(Prepared::Done) => group.go_on(engine, job, &job_id, None).await,
+    let (result, acked) = match prepared {
+        Some(Prepared::Call(call)) => group.go_on(engine, job, &job_id, Some(call), &worker).await,
+        Some(Prepared::Done) => group.go_on(engine, job, &job_id, None, &worker).await,
         // Not prepared after all (`Batched` is resolved before the commit): from the start.
         None | Some(Prepared::Alone | Prepared::Batched) => {
-            Box::pin(group.run_job(engine, job, &job_id, 1)).await
+            Box::pin(group.run_claimed_job(engine, job, &job_id, &worker)).await
         }
     };
-    ClaimedDone {
+    (!acked).then(|| ClaimedDone {
         id: job_id,
         worker,
         error: result.err().map(|e| e.to_string()),
-    }
+    })
 }
 
 /// Acknowledges executed claimed jobs, all those waiting in one statement, as apalis

@@ -26,7 +26,7 @@ use super::callback::{self, Answer, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes, eager, fused};
 use crate::lead::Step;
 use crate::metrics::Pending;
-use crate::queue::StepJob;
+use crate::queue::{ClaimedDone, StepJob};
 
 /// Transactions of one step's group open at once in a process: one group collects while the
 /// other waits on PostgreSQL.
@@ -50,6 +50,9 @@ struct Item {
     job: StepJob,
     job_id: String,
     attempt: u32,
+    /// The worker this process claimed the job for, if it did (see [`eager`]): the group
+    /// then acknowledges the job in its own transaction.
+    claimed_by: Option<String>,
     done: oneshot::Sender<Reply>,
 }
 
@@ -61,6 +64,8 @@ enum Reply {
         lead_id: Option<Uuid>,
         call: Option<Box<Call>>,
         claimed: Option<eager::Claimed>,
+        /// The job, claimed for this process, was acknowledged in the group's transaction.
+        acked: bool,
     },
     /// Run it alone.
     Alone,
@@ -120,6 +125,30 @@ impl Group {
         job_id: &str,
         attempt: u32,
     ) -> Result<(), StepError> {
+        self.run(engine, job, job_id, attempt, None).await.0
+    }
+
+    /// [`Group::run_job`] for the first delivery of a job claimed for `worker` in this
+    /// process (see [`eager`]). `true` with the result when the job's acknowledgement was
+    /// committed with its effects.
+    pub(crate) async fn run_claimed_job(
+        &self,
+        engine: &Engine,
+        job: StepJob,
+        job_id: &str,
+        worker: &str,
+    ) -> (Result<(), StepError>, bool) {
+        self.run(engine, job, job_id, 1, Some(worker)).await
+    }
+
+    async fn run(
+        &self,
+        engine: &Engine,
+        job: StepJob,
+        job_id: &str,
+        attempt: u32,
+        claimed_by: Option<&str>,
+    ) -> (Result<(), StepError>, bool) {
         let step = self.step;
         if !engine.faults.armed(step) {
             let started = Instant::now();
@@ -128,6 +157,7 @@ impl Group {
                 job,
                 job_id: job_id.to_owned(),
                 attempt,
+                claimed_by: claimed_by.map(str::to_owned),
                 done,
             };
             if self.sender.send(item).await.is_ok()
@@ -135,45 +165,54 @@ impl Group {
                     lead_id,
                     call,
                     claimed,
+                    acked,
                 }) = committed.await
             {
                 let span = super::span(step, job, job_id, attempt);
                 if let Some(lead_id) = lead_id {
                     span.record("lead_id", tracing::field::display(lead_id));
                 }
-                let result = self
-                    .after_commit(engine, job, job_id, attempt, started, call)
+                let (result, _) = self
+                    .after_commit(engine, job, job_id, attempt, started, call, None)
                     .instrument(span)
                     .await;
                 if let Some(claimed) = claimed {
                     fused::dispatch(engine, self.fusion.as_ref(), claimed).await;
                 }
-                return result;
+                return (result, acked);
             }
         }
-        super::run_job(engine, step, job, job_id, attempt).await
+        (
+            super::run_job(engine, step, job, job_id, attempt).await,
+            false,
+        )
     }
 
-    /// Ends the first delivery of callback execution `job`, whose first part another step's
-    /// transaction ran and committed: places `call`, if it prepared one.
+    /// Ends the first delivery of callback execution `job`, claimed for `worker`, whose first
+    /// part another step's transaction ran and committed: places `call`, if it prepared one.
+    /// `true` with the result when the job's acknowledgement was committed with the answer.
     pub(crate) async fn go_on(
         &self,
         engine: &Engine,
         job: StepJob,
         job_id: &str,
         call: Option<Box<Call>>,
-    ) -> Result<(), StepError> {
+        worker: &str,
+    ) -> (Result<(), StepError>, bool) {
         let span = super::span(self.step, job, job_id, 1);
         if let Some(call) = &call {
             span.record("lead_id", tracing::field::display(call.lead_id()));
         }
-        self.after_commit(engine, job, job_id, 1, Instant::now(), call)
+        let claimed_by = Some(worker);
+        self.after_commit(engine, job, job_id, 1, Instant::now(), call, claimed_by)
             .instrument(span)
             .await
     }
 
     /// What an execution does once its group committed: place its call, if it has one (and
-    /// record the answer), then count and log it.
+    /// record the answer, with the acknowledgement of a job claimed for `claimed_by`), then
+    /// count and log it. `true` with the result when that acknowledgement was committed.
+    #[allow(clippy::too_many_arguments)]
     async fn after_commit(
         &self,
         engine: &Engine,
@@ -182,15 +221,22 @@ impl Group {
         attempt: u32,
         started: Instant,
         call: Option<Box<Call>>,
-    ) -> Result<(), StepError> {
-        let result = match call {
+        claimed_by: Option<&str>,
+    ) -> (Result<(), StepError>, bool) {
+        let (result, acked) = match call {
             Some(call) => {
                 let recorder = self.recorder.as_ref();
-                callback::place(engine, job, job_id, attempt, call, recorder).await
+                match callback::place(engine, job, job_id, attempt, call, recorder, claimed_by)
+                    .await
+                {
+                    Ok(acked) => (Ok(()), acked),
+                    Err(e) => (Err(e), false),
+                }
             }
-            None => Ok(()),
+            None => (Ok(()), false),
         };
-        super::conclude(engine, self.step, job, job_id, attempt, started, result).await
+        let result = super::conclude(engine, self.step, job, job_id, attempt, started, result);
+        (result.await, acked)
     }
 }
 
@@ -238,6 +284,7 @@ async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, ite
                         lead_id: outcome.leads.remove(&key),
                         call: outcome.calls.remove(&key),
                         claimed: outcome.claimed.remove(&key.0),
+                        acked: item.claimed_by.is_some(),
                     }
                 };
                 let _ = item.done.send(reply);
@@ -373,6 +420,22 @@ async fn execute(
         }
         _ => Vec::new(),
     };
+    // Jobs claimed for this process are acknowledged with their effects (all but those left
+    // to run alone); apalis acknowledges the ones it fetched.
+    let acks: Vec<ClaimedDone> = items
+        .iter()
+        .filter(|i| !outcome.alone.contains(&(i.job.run_id, i.job.n)))
+        .filter_map(|i| {
+            let worker = i.claimed_by.clone()?;
+            let id = i.job_id.clone();
+            Some(ClaimedDone {
+                id,
+                worker,
+                error: None,
+            })
+        })
+        .collect();
+    crate::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
     outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)
@@ -392,13 +455,16 @@ struct Answered {
     attempt: u32,
     ctx: RunContext,
     answer: Answer,
+    /// The worker this process claimed the job for, if it did: acknowledged with the answer.
+    claimed_by: Option<String>,
     /// `true` once the group committed it; `false` to record it alone.
     done: oneshot::Sender<bool>,
 }
 
 impl Recorder {
-    /// Records `answer` for execution `job` in the next group. `false` if the group could not:
-    /// the caller then records it alone.
+    /// Records `answer` for execution `job` in the next group (and acknowledges its job, when
+    /// claimed for worker `claimed_by` in this process). `false` if the group could not: the
+    /// caller then records it alone.
     pub(crate) async fn record(
         &self,
         job: StepJob,
@@ -406,6 +472,7 @@ impl Recorder {
         attempt: u32,
         ctx: RunContext,
         answer: &Answer,
+        claimed_by: Option<&str>,
     ) -> bool {
         let (done, committed) = oneshot::channel();
         let item = Answered {
@@ -414,6 +481,7 @@ impl Recorder {
             attempt,
             ctx,
             answer: answer.clone(),
+            claimed_by: claimed_by.map(str::to_owned),
             done,
         };
         self.sender.send(item).await.is_ok() && committed.await == Ok(true)
@@ -481,6 +549,19 @@ async fn record_group(
         .instrument(span)
         .await?;
     }
+    let acks: Vec<ClaimedDone> = items
+        .iter()
+        .filter_map(|i| {
+            let worker = i.claimed_by.clone()?;
+            let id = i.job_id.clone();
+            Some(ClaimedDone {
+                id,
+                worker,
+                error: None,
+            })
+        })
+        .collect();
+    crate::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -495,6 +576,7 @@ mod tests {
             job: StepJob { run_id, n },
             job_id: job_id.to_owned(),
             attempt: 1,
+            claimed_by: None,
             done,
         }
     }

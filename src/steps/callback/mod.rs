@@ -105,7 +105,9 @@ pub(super) async fn execute(
     tx.commit().await?;
     pending.committed();
     match prepared {
-        Prepared::Call(call) => place(engine, job, job_id, attempt, call, None).await,
+        Prepared::Call(call) => place(engine, job, job_id, attempt, call, None, None)
+            .await
+            .map(|_| ()),
         // Alone, an execution is never `Alone` or `Batched`.
         Prepared::Done | Prepared::Alone | Prepared::Batched => Ok(()),
     }
@@ -255,8 +257,9 @@ impl NewAttempts {
 }
 
 /// Places a prepared call, then records the provider's answer: with `recorder`, in a group
-/// with other answers that came at the same time, else (or if the group failed) in a
-/// transaction of its own.
+/// with other answers that came at the same time (which also acknowledges the job, when it
+/// was claimed for worker `claimed_by` in this process), else (or if the group failed) in a
+/// transaction of its own. `true` when the job's acknowledgement was committed so.
 pub(crate) async fn place(
     engine: &Engine,
     job: StepJob,
@@ -264,19 +267,21 @@ pub(crate) async fn place(
     attempt: u32,
     call: Box<Call>,
     recorder: Option<&Recorder>,
-) -> Result<(), StepError> {
+    claimed_by: Option<&str>,
+) -> Result<bool, StepError> {
     let pending = Pending::default();
     let Call { ctx, row } = *call;
     let exec = Exec::new(engine, ctx, job, attempt, &pending)?;
     let answer = exec.call(&row).await;
     if let Some(recorder) = recorder
         && recorder
-            .record(job, job_id, attempt, exec.ctx.clone(), &answer)
+            .record(job, job_id, attempt, exec.ctx.clone(), &answer, claimed_by)
             .await
     {
-        return Ok(());
+        return Ok(claimed_by.is_some());
     }
-    exec.record_alone(&answer).await
+    exec.record_alone(&answer).await?;
+    Ok(false)
 }
 
 /// A prepared call that will not be placed by this process after all (its job goes back to
