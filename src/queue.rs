@@ -102,19 +102,33 @@ pub async fn push_steps(
     step: Step,
     jobs: &[NewJob],
 ) -> Result<Vec<String>, QueueError> {
-    let Some(first) = jobs.first() else {
-        return Ok(Vec::new());
+    let jobs: Vec<(NewJob, Ulid)> = jobs.iter().map(|j| (*j, new_job_id())).collect();
+    push_steps_as(conn, step, &jobs).await?;
+    Ok(jobs.iter().map(|(_, id)| id.to_string()).collect())
+}
+
+/// [`push_steps`] with the jobs' ids chosen by the caller.
+pub async fn push_steps_as(
+    conn: &mut PgConnection,
+    step: Step,
+    jobs: &[(NewJob, Ulid)],
+) -> Result<(), QueueError> {
+    let Some((first, _)) = jobs.first() else {
+        return Ok(());
     };
-    let mut ids = Vec::with_capacity(jobs.len());
     let mut tasks = Vec::with_capacity(jobs.len());
-    for new in jobs {
+    for (new, id) in jobs {
         let key = new.job.idempotency_key(step);
-        let id = new_job_id();
-        tasks.push(task(step, new.job, id, &key, new.run_at, new.max_attempts)?);
-        ids.push(id.to_string());
+        tasks.push(task(
+            step,
+            new.job,
+            *id,
+            &key,
+            new.run_at,
+            new.max_attempts,
+        )?);
     }
-    push(conn, step, first.job.run_id, tasks).await?;
-    Ok(ids)
+    push(conn, step, first.job.run_id, tasks).await
 }
 
 fn task(

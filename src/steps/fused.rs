@@ -98,7 +98,7 @@ pub(super) async fn route(
     let runs = writes.due_now(Step::Route);
     let ctxs = runs
         .iter()
-        .map(|run| contexts.get(run).ok_or(StepError::RunMissing(*run)))
+        .map(|(run, _)| contexts.get(run).ok_or(StepError::RunMissing(*run)))
         .collect::<Result<Vec<_>, _>>()?;
     // Read once for the group: the recent calls route's plans need, and the block list the
     // first calls check.
@@ -108,14 +108,13 @@ pub(super) async fn route(
     } else {
         Some(callback::Lookups::for_new(tx, engine, &calling).await?)
     };
-    for run_id in runs {
+    for (run_id, job_id) in runs {
         let ctx = contexts
             .get_mut(&run_id)
             .ok_or(StepError::RunMissing(run_id))?;
         let started = Instant::now();
-        // The execution's number and job are written with the group's other writes.
-        let span =
-            tracing::info_span!("step", step = %Step::Route, lead_id = %ctx.lead_id, %run_id);
+        // The execution is numbered when the group's writes are flushed.
+        let span = tracing::info_span!("step", step = %Step::Route, lead_id = %ctx.lead_id, %run_id, job_id);
         async {
             let workflow = engine.workflow(&ctx.workflow)?;
             let transition =

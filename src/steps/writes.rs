@@ -35,6 +35,8 @@ pub(crate) struct Writes {
 struct Next {
     step: Step,
     job: NewJob,
+    /// Its job's id, chosen up front: an execution run in this transaction logs it.
+    id: ulid::Ulid,
     /// Run in this transaction already, with this output: its row and job are written settled.
     done: Option<Value>,
 }
@@ -105,12 +107,13 @@ impl Writes {
         self.later.push(entry);
     }
 
-    /// The runs whose next execution of `step`, added so far, is due now and not run yet.
-    pub fn due_now(&self, step: Step) -> Vec<Uuid> {
+    /// The runs whose next execution of `step`, added so far, is due now and not run yet,
+    /// with the execution's job id.
+    pub fn due_now(&self, step: Step) -> Vec<(Uuid, String)> {
         self.next
             .iter()
             .filter(|n| n.step == step && n.job.run_at.is_none() && n.done.is_none())
-            .map(|n| n.job.job.run_id)
+            .map(|n| (n.job.job.run_id, n.id.to_string()))
             .collect()
     }
 
@@ -173,6 +176,7 @@ impl Writes {
                         run_at,
                         max_attempts,
                     },
+                    id: queue::new_job_id(),
                     done: None,
                 });
                 (output, event, None, None)
@@ -204,7 +208,7 @@ impl Writes {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
         number_executions(tx, &mut self.next).await?;
         let here_step = self.here.as_ref().map(|(step, _)| *step);
-        let mut queued: Vec<(Step, NewJob)> = Vec::new();
+        let mut queued: Vec<(Step, NewJob, ulid::Ulid)> = Vec::new();
         let mut started = Vec::new();
         let mut outputs = Vec::new();
         let mut here = Vec::new();
@@ -219,7 +223,7 @@ impl Writes {
             };
             match start {
                 Some(how) => {
-                    let id = queue::new_job_id().to_string();
+                    let id = next.id.to_string();
                     if next.done.is_none() && here_step == Some(next.step) {
                         here.push((next.job.job, id.clone()));
                     }
@@ -231,21 +235,21 @@ impl Writes {
                     });
                     outputs.push(next.done.clone());
                 }
-                None => queued.push((next.step, next.job)),
+                None => queued.push((next.step, next.job, next.id)),
             }
         }
         let mut rows = Vec::with_capacity(self.next.len());
         for step in queue::WORKER_STEPS {
-            let jobs: Vec<NewJob> = queued
+            let jobs: Vec<(NewJob, ulid::Ulid)> = queued
                 .iter()
-                .filter(|(s, _)| *s == step)
-                .map(|(_, j)| *j)
+                .filter(|(s, _, _)| *s == step)
+                .map(|(_, j, id)| (*j, *id))
                 .collect();
-            let ids = queue::push_steps(tx, step, &jobs).await?;
-            rows.extend(jobs.into_iter().zip(ids).map(|(job, id)| NewRow {
+            queue::push_steps_as(tx, step, &jobs).await?;
+            rows.extend(jobs.into_iter().map(|(job, id)| NewRow {
                 step,
                 job,
-                job_id: id,
+                job_id: id.to_string(),
                 output: None,
             }));
         }
