@@ -393,7 +393,11 @@ pub(crate) type Answer = Result<Placed, PlaceError>;
 
 impl Exec<'_> {
     /// [`Exec::record_answer`] in a transaction of its own.
-    pub(super) async fn record_alone(&self, answer: &Answer) -> Result<(), StepError> {
+    pub(super) async fn record_alone(
+        &self,
+        answer: &Answer,
+        answered_at: Timestamp,
+    ) -> Result<(), StepError> {
         let mut tx = self.engine.pool.begin().await?;
         // The step's and the run's locks before the attempt's, as everywhere (a status
         // callback racing this answer takes them in the same order).
@@ -405,7 +409,8 @@ impl Exec<'_> {
         )
         .await?;
         let current = current(&mut tx, self.job).await?;
-        self.record_answer(&mut tx, locked.map(|l| l.ctx).as_ref(), current, answer)
+        let locked = locked.map(|l| l.ctx);
+        self.record_answer(&mut tx, locked.as_ref(), current, answer, answered_at)
             .await?;
         tx.commit().await?;
         self.pending.committed();
@@ -440,13 +445,16 @@ impl Exec<'_> {
 
     /// Records the provider's answer and moves the step on, in the caller's transaction,
     /// which holds the step's and the run's locks; `locked` is the run as locked there, and
-    /// `current` the execution's attempt as read (locked) after them.
+    /// `current` the execution's attempt as read (locked) after them. `answered_at`: when the
+    /// answer came; a call the provider took was placed then (the attempt's `placed_at`, as
+    /// a status's arrival sets it), not when this transaction got to record it.
     pub(super) async fn record_answer(
         &self,
         tx: &mut PgConnection,
         locked: Option<&RunContext>,
         current: Option<AttemptRow>,
         answer: &Answer,
+        answered_at: Timestamp,
     ) -> Result<(), StepError> {
         let engine = self.engine;
         let settings = &engine.callbacks;
@@ -464,13 +472,14 @@ impl Exec<'_> {
             Ok(placed) => {
                 let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
-                            placed_at = COALESCE(placed_at, $3), updated_at = $3, \
+                            placed_at = COALESCE(placed_at, $4), updated_at = $3, \
                             state = CASE WHEN state = 'done' THEN 'done' ELSE 'placed' END \
                      WHERE id = $1 RETURNING {COLUMNS}"
                 )))
                 .bind(current.id)
                 .bind(&placed.call_sid)
                 .bind(At(now))
+                .bind(At(answered_at))
                 .fetch_one(&mut *tx)
                 .await?;
                 let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
@@ -484,7 +493,7 @@ impl Exec<'_> {
                 )
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
-                    let placed_at = engine.clock.to_real(now);
+                    let placed_at = engine.clock.to_real(answered_at);
                     let ctx = locked.unwrap_or(&self.ctx);
                     self.pending
                         .push(speed::first_call(ctx, &self.team_id, placed_at));
