@@ -306,6 +306,17 @@ pub struct ClaimedDone {
     pub error: Option<String>,
 }
 
+impl ClaimedDone {
+    /// Job `id`'s successful execution, when it was claimed for a worker (`claimed_by`).
+    pub fn succeeded(id: &str, claimed_by: Option<&str>) -> Option<ClaimedDone> {
+        Some(ClaimedDone {
+            id: id.to_owned(),
+            worker: claimed_by?.to_owned(),
+            error: None,
+        })
+    }
+}
+
 /// Acknowledges jobs [`Started::ClaimedBy`] a worker after their execution, in one statement, as
 /// apalis acknowledges fetched ones: done, or failed (their retry time is already in
 /// `run_at`). A job handed back or rescued meanwhile is left as it is.

@@ -425,15 +425,7 @@ async fn execute(
     let acks: Vec<ClaimedDone> = items
         .iter()
         .filter(|i| !outcome.alone.contains(&(i.job.run_id, i.job.n)))
-        .filter_map(|i| {
-            let worker = i.claimed_by.clone()?;
-            let id = i.job_id.clone();
-            Some(ClaimedDone {
-                id,
-                worker,
-                error: None,
-            })
-        })
+        .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
         .collect();
     crate::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
@@ -554,15 +546,7 @@ async fn record_group(
     }
     let acks: Vec<ClaimedDone> = items
         .iter()
-        .filter_map(|i| {
-            let worker = i.claimed_by.clone()?;
-            let id = i.job_id.clone();
-            Some(ClaimedDone {
-                id,
-                worker,
-                error: None,
-            })
-        })
+        .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
         .collect();
     crate::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
