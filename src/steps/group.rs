@@ -81,6 +81,15 @@ struct Outcome {
     claimed: HashMap<Uuid, eager::Claimed>,
 }
 
+impl Outcome {
+    /// Whether the group's commit completes `item`: it is not left to run alone and has no
+    /// call to place after the commit.
+    fn completes(&self, item: &Item) -> bool {
+        let key = (item.job.run_id, item.job.n);
+        !self.alone.contains(&key) && !self.calls.contains_key(&key)
+    }
+}
+
 impl Group {
     /// Starts the group's runners on `tasks`. A group holds at most `max` executions.
     /// `fusion` is qualify's: its groups then route their leads and claim their callbacks.
@@ -277,6 +286,8 @@ async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, ite
             pending.committed();
             for item in items {
                 let key = (item.job.run_id, item.job.n);
+                // As acknowledged in the transaction (before this takes the item's call).
+                let acked = item.claimed_by.is_some() && outcome.completes(&item);
                 let reply = if outcome.alone.contains(&key) {
                     Reply::Alone
                 } else {
@@ -284,7 +295,7 @@ async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, ite
                         lead_id: outcome.leads.remove(&key),
                         call: outcome.calls.remove(&key),
                         claimed: outcome.claimed.remove(&key.0),
-                        acked: item.claimed_by.is_some(),
+                        acked,
                     }
                 };
                 let _ = item.done.send(reply);
@@ -420,11 +431,13 @@ async fn execute(
         }
         _ => Vec::new(),
     };
-    // Jobs claimed for this process are acknowledged with their effects (all but those left
-    // to run alone); apalis acknowledges the ones it fetched.
+    // Jobs claimed for this process are acknowledged with their effects, when the commit
+    // completes them (not those left to run alone, nor a callback whose call is placed
+    // after it: a failed call must leave its job to be retried); apalis acknowledges the
+    // ones it fetched.
     let acks: Vec<ClaimedDone> = items
         .iter()
-        .filter(|i| !outcome.alone.contains(&(i.job.run_id, i.job.n)))
+        .filter(|i| outcome.completes(i))
         .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
         .collect();
     crate::queue::finish_claimed(&mut *tx, &acks).await?;
