@@ -159,8 +159,8 @@ async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Option
     let (result, acked) = match prepared {
         Some(Prepared::Call(call)) => group.go_on(engine, job, &job_id, Some(call), &worker).await,
         Some(Prepared::Done) => group.go_on(engine, job, &job_id, None, &worker).await,
-        // Not prepared after all (`Batched` is resolved before the commit): from the start.
-        None | Some(Prepared::Alone | Prepared::Batched) => {
+        // Not prepared (a `New` attempt is written before the commit): from the start.
+        None | Some(Prepared::Alone | Prepared::New(_)) => {
             Box::pin(group.run_claimed_job(engine, job, &job_id, &worker)).await
         }
     };

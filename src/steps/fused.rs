@@ -141,42 +141,57 @@ pub(super) async fn route(
 
 /// Prepares the callbacks that the caller's transaction has just created claimed for
 /// `worker` (`here`, from [`Writes::flush`]): their first attempts are written now, their
-/// calls placed after the commit. `read`: what [`route`] read for their leads.
+/// calls placed after the commit. `read`: what [`route`] read for their leads, if it did.
 pub(super) async fn claim_callbacks(
     tx: &mut sqlx::PgConnection,
     engine: &Engine,
     here: Vec<(StepJob, String)>,
     contexts: &HashMap<Uuid, RunContext>,
     worker: &str,
-    read: &callback::Lookups,
+    read: Option<callback::Lookups>,
     pending: &Pending,
 ) -> Result<Vec<Claimed>, StepError> {
+    let contexts = here
+        .iter()
+        .map(|(job, _)| {
+            let ctx = contexts.get(&job.run_id);
+            ctx.cloned().ok_or(StepError::RunMissing(job.run_id))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let read = match read {
+        Some(read) => read,
+        None if here.is_empty() => return Ok(Vec::new()),
+        None => {
+            let ctxs: Vec<&RunContext> = contexts.iter().collect();
+            callback::Lookups::for_new(tx, engine, &ctxs).await?
+        }
+    };
     let mut claimed = Vec::with_capacity(here.len());
-    let batch = callback::NewAttempts::default();
-    for (job, job_id) in here {
-        let ctx = contexts
-            .get(&job.run_id)
-            .ok_or(StepError::RunMissing(job.run_id))?
-            .clone();
+    let mut batch = callback::NewAttempts::default();
+    for ((job, job_id), ctx) in here.into_iter().zip(contexts) {
         let span = super::span(Step::Callback, job, &job_id, 1);
         span.record("lead_id", tracing::field::display(ctx.lead_id));
-        let group = Some((read, &batch));
-        let prepared = callback::prepare(tx, engine, ctx, job, 1, pending, group)
+        let prepared = callback::prepare(tx, engine, ctx, job, 1, pending, Some(&read))
             .instrument(span)
             .await?;
+        // A new attempt's call comes from the batch's write, below.
+        let prepared = match prepared {
+            Prepared::New(new) => {
+                batch.add(new);
+                None
+            }
+            prepared => Some(prepared),
+        };
         claimed.push(Claimed {
             job,
             job_id,
             worker: worker.to_owned(),
-            prepared: Some(prepared),
+            prepared,
         });
     }
     let mut calls = batch.write(tx, pending).await?;
-    for c in &mut claimed {
-        if matches!(c.prepared, Some(Prepared::Batched)) {
-            let call = calls.remove(&(c.job.run_id, c.job.n));
-            c.prepared = call.map(Prepared::Call);
-        }
+    for c in claimed.iter_mut().filter(|c| c.prepared.is_none()) {
+        c.prepared = calls.remove(&(c.job.run_id, c.job.n)).map(Prepared::Call);
     }
     Ok(claimed)
 }

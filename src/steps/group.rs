@@ -394,16 +394,16 @@ async fn execute(
     if !admitted.is_empty() {
         let executions: Vec<_> = admitted.iter().map(|(i, ctx)| (i.job, ctx)).collect();
         let read = callback::Lookups::load(&mut tx, engine, &executions).await?;
-        let batch = callback::NewAttempts::default();
+        let mut batch = callback::NewAttempts::default();
         for (item, ctx) in admitted {
             let (job, attempt) = (item.job, item.attempt);
             let key = (job.run_id, job.n);
             let span = super::span(step, job, &item.job_id, attempt);
             span.record("lead_id", tracing::field::display(ctx.lead_id));
-            let group = Some((&read, &batch));
-            let prepared = callback::prepare(&mut tx, engine, ctx, job, attempt, pending, group)
-                .instrument(span)
-                .await?;
+            let prepared =
+                callback::prepare(&mut tx, engine, ctx, job, attempt, pending, Some(&read))
+                    .instrument(span)
+                    .await?;
             match prepared {
                 Prepared::Call(call) => {
                     outcome.calls.insert(key, call);
@@ -411,25 +411,27 @@ async fn execute(
                 Prepared::Alone => {
                     outcome.alone.insert(key);
                 }
-                Prepared::Done | Prepared::Batched => {}
+                Prepared::New(new) => batch.add(new),
+                Prepared::Done => {}
             }
         }
         outcome.calls.extend(batch.write(&mut tx, pending).await?);
     }
-    let read = match route_here {
-        true => fused::route(&mut tx, engine, &mut writes, &mut contexts, pending).await?,
-        false => None,
+    let read = if route_here {
+        fused::route(&mut tx, engine, &mut writes, &mut contexts, pending).await?
+    } else {
+        None
     };
     let flushed = writes.flush(&mut tx).await?;
     for ended in flushed.ended {
         pending.push(ended);
     }
-    let claimed = match (callback_worker.as_deref(), read.as_ref()) {
-        (Some(worker), Some(read)) => {
+    let claimed = match callback_worker.as_deref() {
+        Some(worker) => {
             let here = flushed.here;
             fused::claim_callbacks(&mut tx, engine, here, &contexts, worker, read, pending).await?
         }
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     // Jobs claimed for this process are acknowledged with their effects, when the commit
     // completes them (not those left to run alone, nor a callback whose call is placed

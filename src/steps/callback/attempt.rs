@@ -138,14 +138,14 @@ struct Owned {
 }
 
 /// A new attempt for execution `job` of run `ctx`, planned by `plan` at `now`.
-pub(super) struct NewAttempt {
-    pub ctx: RunContext,
-    pub job: StepJob,
-    pub team: String,
-    pub provider: &'static str,
-    pub zone: String,
-    pub zone_rule: &'static str,
-    pub now: Timestamp,
+pub(crate) struct NewAttempt {
+    pub(super) ctx: RunContext,
+    pub(super) job: StepJob,
+    team: String,
+    provider: &'static str,
+    zone: String,
+    zone_rule: &'static str,
+    now: Timestamp,
 }
 
 impl NewAttempt {
@@ -243,7 +243,10 @@ pub(super) async fn mark_placing(
 
 /// A `placing` attempt whose call certainly did not go out: the next execution asks again,
 /// as after a provider's refusal.
-pub(super) async fn unplaced(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+pub(super) async fn unplaced<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE callback_attempts SET state = 'retry', updated_at = now() \
          WHERE id = $1 AND state = 'placing'",

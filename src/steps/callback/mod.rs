@@ -55,8 +55,6 @@ struct Exec<'a> {
     pending: &'a Pending,
     /// What a group read for its executions, this one's among them (see [`Lookups`]).
     group: Option<&'a Lookups>,
-    /// The group's new attempts, this one's to be added.
-    batch: Option<&'a NewAttempts>,
 }
 
 impl<'a> Exec<'a> {
@@ -83,7 +81,6 @@ impl<'a> Exec<'a> {
             team,
             pending,
             group: None,
-            batch: None,
         })
     }
 }
@@ -108,8 +105,8 @@ pub(super) async fn execute(
         Prepared::Call(call) => place(engine, job, job_id, attempt, call, None, None)
             .await
             .map(|_| ()),
-        // Alone, an execution is never `Alone` or `Batched`.
-        Prepared::Done | Prepared::Alone | Prepared::Batched => Ok(()),
+        // Alone, an execution is never `Alone` or `New`.
+        Prepared::Done | Prepared::Alone | Prepared::New(_) => Ok(()),
     }
 }
 
@@ -122,8 +119,9 @@ pub(crate) enum Prepared {
     /// Nothing was written: the execution must ask the provider, which it does alone, not
     /// while holding a group's transaction (see [`prepare`]).
     Alone,
-    /// A new attempt, added to the group's [`NewAttempts`]: its call comes from their write.
-    Batched,
+    /// A new attempt, for the group to write with the others ([`NewAttempts`]) before its
+    /// commit: its call comes from that write.
+    New(Box<attempt::NewAttempt>),
 }
 
 /// A call whose attempt row is committed, to be placed.
@@ -142,8 +140,8 @@ impl Call {
 /// The first part of an execution, in the caller's transaction (its own, or a group's, with
 /// what the group read for its executions): start, resume or settle the execution's attempt.
 /// In a group, an execution that would ask the provider how a call stands comes back
-/// [`Prepared::Alone`], and a new attempt [`Prepared::Batched`], for the group to write with
-/// the others ([`NewAttempts::write`]) before its commit.
+/// [`Prepared::Alone`], and a new attempt [`Prepared::New`], for the group to write with the
+/// others ([`NewAttempts::write`]) before its commit.
 pub(crate) async fn prepare(
     tx: &mut PgConnection,
     engine: &Engine,
@@ -151,12 +149,10 @@ pub(crate) async fn prepare(
     job: StepJob,
     attempt: u32,
     pending: &Pending,
-    group: Option<(&Lookups, &NewAttempts)>,
+    group: Option<&Lookups>,
 ) -> Result<Prepared, StepError> {
     let mut exec = Exec::new(engine, ctx, job, attempt, pending)?;
-    exec.group = group.map(|(read, _)| read);
-    exec.batch = group.map(|(_, batch)| batch);
-    let group = exec.group;
+    exec.group = group;
     let may_ask_provider = group.is_none();
     let now = engine.clock.now();
     let current = match group {
@@ -197,7 +193,7 @@ pub(crate) async fn prepare(
     };
     Ok(match to_place {
         ToPlace::Row(row) => Prepared::Call(Box::new(Call { ctx: exec.ctx, row })),
-        ToPlace::Batched => Prepared::Batched,
+        ToPlace::New(new) => Prepared::New(new),
         ToPlace::Nothing => Prepared::Done,
     })
 }
@@ -206,20 +202,19 @@ pub(crate) async fn prepare(
 enum ToPlace {
     Nothing,
     Row(AttemptRow),
-    /// A new attempt, in the group's [`NewAttempts`].
-    Batched,
+    /// A new attempt, not written yet: a group writes its executions' together.
+    New(Box<attempt::NewAttempt>),
 }
 
 /// The new attempts of a group's executions, written together once all have decided (see
 /// [`NewAttempts::write`]): in bulk, one statement for the group rather than two per lead.
 #[derive(Default)]
-pub(crate) struct NewAttempts(std::sync::Mutex<Vec<attempt::NewAttempt>>);
+pub(crate) struct NewAttempts(Vec<attempt::NewAttempt>);
 
 impl NewAttempts {
-    fn add(&self, new: attempt::NewAttempt) {
-        if let Ok(mut batch) = self.0.lock() {
-            batch.push(new);
-        }
+    /// Adds the attempt of an execution [`prepare`] returned as [`Prepared::New`].
+    pub(crate) fn add(&mut self, new: Box<attempt::NewAttempt>) {
+        self.0.push(*new);
     }
 
     /// Writes the attempts and moves their runs to `calling`, in one statement each. Returns
@@ -229,7 +224,7 @@ impl NewAttempts {
         tx: &mut PgConnection,
         pending: &Pending,
     ) -> Result<HashMap<(Uuid, i32), Box<Call>>, StepError> {
-        let batch = self.0.into_inner().unwrap_or_default();
+        let batch = self.0;
         if batch.is_empty() {
             return Ok(HashMap::new());
         }
@@ -295,8 +290,7 @@ pub(crate) async fn place(
 /// A prepared call that will not be placed by this process after all (its job goes back to
 /// the queue): its attempt is marked for the job's next execution to place.
 pub(crate) async fn unplaced(pool: &sqlx::PgPool, call: &Call) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    attempt::unplaced(&mut conn, call.row.id).await
+    attempt::unplaced(pool, call.row.id).await
 }
 
 /// Records a provider's answer (and when it came) for execution `job` in the caller's (a
@@ -321,8 +315,8 @@ pub(crate) async fn record_answer(
 
 impl Exec<'_> {
     /// A fresh execution: call now if the hours allow (the attempt row is returned, committed
-    /// by the caller before the provider is called; in a group, added to its batch), else
-    /// wait for the time.
+    /// by the caller before the provider is called; in a group, the attempt to write with the
+    /// group's others), else wait for the time.
     async fn begin_attempt(
         &self,
         tx: &mut PgConnection,
@@ -348,9 +342,8 @@ impl Exec<'_> {
         let provider = self.engine.provider.name();
         let new =
             attempt::NewAttempt::planned(&self.ctx, self.job, &self.team_id, provider, &plan, now);
-        if let Some(batch) = self.batch {
-            batch.add(new);
-            return Ok(ToPlace::Batched);
+        if self.group.is_some() {
+            return Ok(ToPlace::New(Box::new(new)));
         }
         let row = attempt::create(tx, new).await?;
         super::touch_run(tx, self.ctx.run_id, Some(RunStatus::Calling), None).await?;
