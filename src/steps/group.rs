@@ -462,8 +462,6 @@ struct Answered {
     attempt: u32,
     ctx: RunContext,
     answer: Answer,
-    /// When the answer came.
-    answered_at: jiff::Timestamp,
     /// The worker this process claimed the job for, if it did: acknowledged with the answer.
     claimed_by: Option<String>,
     /// `true` once the group committed it; `false` to record it alone.
@@ -480,7 +478,7 @@ impl Recorder {
         job_id: &str,
         attempt: u32,
         ctx: RunContext,
-        (answer, answered_at): (&Answer, jiff::Timestamp),
+        answer: &Answer,
         claimed_by: Option<&str>,
     ) -> bool {
         let (done, committed) = oneshot::channel();
@@ -490,7 +488,6 @@ impl Recorder {
             attempt,
             ctx,
             answer: answer.clone(),
-            answered_at,
             claimed_by: claimed_by.map(str::to_owned),
             done,
         };
@@ -552,7 +549,7 @@ async fn record_group(
             item.attempt,
             item.ctx.clone(),
             locked_ctx.as_ref(),
-            (&item.answer, item.answered_at),
+            &item.answer,
             pending,
             &attempts,
         )

@@ -392,15 +392,18 @@ pub(super) async fn earlier_outcomes(
 }
 
 /// What the provider answered to a request to place a call.
-pub(crate) type Answer = Result<Placed, PlaceError>;
+/// The provider's answer to a call request, and when it came.
+#[derive(Clone)]
+pub(crate) struct Answer {
+    pub(super) result: Result<Placed, PlaceError>,
+    /// A call the provider took was placed then (its attempt's `placed_at`, as a status's
+    /// arrival sets it), not when a transaction got to record it.
+    pub(super) at: Timestamp,
+}
 
 impl Exec<'_> {
     /// [`Exec::record_answer`] in a transaction of its own.
-    pub(super) async fn record_alone(
-        &self,
-        answer: &Answer,
-        answered_at: Timestamp,
-    ) -> Result<(), StepError> {
+    pub(super) async fn record_alone(&self, answer: &Answer) -> Result<(), StepError> {
         let mut tx = self.engine.pool.begin().await?;
         // The step's and the run's locks before the attempt's, as everywhere (a status
         // callback racing this answer takes them in the same order).
@@ -413,7 +416,7 @@ impl Exec<'_> {
         .await?;
         let current = current(&mut tx, self.job).await?;
         let locked = locked.map(|l| l.ctx);
-        self.record_answer(&mut tx, locked.as_ref(), current, answer, answered_at)
+        self.record_answer(&mut tx, locked.as_ref(), current, answer)
             .await?;
         tx.commit().await?;
         self.pending.committed();
@@ -443,21 +446,21 @@ impl Exec<'_> {
             tracing::Instrument::instrument(engine.provider.place(&req), span).await
         };
         engine.faults.after_place().await;
-        result
+        Answer {
+            result,
+            at: engine.clock.now(),
+        }
     }
 
     /// Records the provider's answer and moves the step on, in the caller's transaction,
     /// which holds the step's and the run's locks; `locked` is the run as locked there, and
-    /// `current` the execution's attempt as read (locked) after them. `answered_at`: when the
-    /// answer came; a call the provider took was placed then (the attempt's `placed_at`, as
-    /// a status's arrival sets it), not when this transaction got to record it.
+    /// `current` the execution's attempt as read (locked) after them.
     pub(super) async fn record_answer(
         &self,
         tx: &mut PgConnection,
         locked: Option<&RunContext>,
         current: Option<AttemptRow>,
         answer: &Answer,
-        answered_at: Timestamp,
     ) -> Result<(), StepError> {
         let engine = self.engine;
         let settings = &engine.callbacks;
@@ -467,11 +470,11 @@ impl Exec<'_> {
         let Some(current) = current else {
             return Ok(());
         };
-        if current.state == State::Done && answer.is_err() {
+        if current.state == State::Done && answer.result.is_err() {
             self.decide(tx, &current, now).await?;
             return Ok(());
         }
-        match answer {
+        match &answer.result {
             Ok(placed) => {
                 let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
@@ -482,7 +485,7 @@ impl Exec<'_> {
                 .bind(current.id)
                 .bind(&placed.call_sid)
                 .bind(At(now))
-                .bind(At(answered_at))
+                .bind(At(answer.at))
                 .fetch_one(&mut *tx)
                 .await?;
                 let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
@@ -496,7 +499,7 @@ impl Exec<'_> {
                 )
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
-                    let placed_at = engine.clock.to_real(answered_at);
+                    let placed_at = engine.clock.to_real(answer.at);
                     let ctx = locked.unwrap_or(&self.ctx);
                     self.pending
                         .push(speed::first_call(ctx, &self.team_id, placed_at));

@@ -268,22 +268,14 @@ pub(crate) async fn place(
     let Call { ctx, row } = *call;
     let exec = Exec::new(engine, ctx, job, attempt, &pending)?;
     let answer = exec.call(&row).await;
-    let at = engine.clock.now();
     if let Some(recorder) = recorder
         && recorder
-            .record(
-                job,
-                job_id,
-                attempt,
-                exec.ctx.clone(),
-                (&answer, at),
-                claimed_by,
-            )
+            .record(job, job_id, attempt, exec.ctx.clone(), &answer, claimed_by)
             .await
     {
         return Ok(claimed_by.is_some());
     }
-    exec.record_alone(&answer, at).await?;
+    exec.record_alone(&answer).await?;
     Ok(false)
 }
 
@@ -293,9 +285,8 @@ pub(crate) async fn unplaced(pool: &sqlx::PgPool, call: &Call) -> Result<(), sql
     attempt::unplaced(pool, call.row.id).await
 }
 
-/// Records a provider's answer (and when it came) for execution `job` in the caller's (a
-/// group's) transaction, which holds the step's and the run's locks; `locked` is the run as
-/// locked there.
+/// Records a provider's answer for execution `job` in the caller's (a group's) transaction,
+/// which holds the step's and the run's locks; `locked` is the run as locked there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_answer(
     tx: &mut PgConnection,
@@ -304,12 +295,12 @@ pub(crate) async fn record_answer(
     attempt: u32,
     ctx: RunContext,
     locked: Option<&RunContext>,
-    answer: (&Answer, Timestamp),
+    answer: &Answer,
     pending: &Pending,
     attempts: &Attempts,
 ) -> Result<(), StepError> {
     let exec = Exec::new(engine, ctx, job, attempt, pending)?;
-    exec.record_answer(tx, locked, attempts.get(job), answer.0, answer.1)
+    exec.record_answer(tx, locked, attempts.get(job), answer)
         .await
 }
 
