@@ -54,6 +54,18 @@ impl<'a> LogEntry<'a> {
     }
 }
 
+impl LogEntry<'_> {
+    /// The size the sender declared, else the size read.
+    fn body_size(&self) -> i64 {
+        let size = self
+            .meta
+            .content_length
+            .or(self.body.map(|b| b.len() as u64))
+            .unwrap_or(0);
+        i64::try_from(size).unwrap_or(i64::MAX)
+    }
+}
+
 /// Writes a webhook-log row on its own. A failure is logged, not returned: the caller is
 /// already answering with an error of its own.
 pub async fn log_only(pool: &PgPool, entry: LogEntry<'_>) {
@@ -72,11 +84,6 @@ async fn insert_log(
     entry: &LogEntry<'_>,
     lead_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    let body_size = entry
-        .meta
-        .content_length
-        .or(entry.body.map(|b| b.len() as u64))
-        .unwrap_or(0);
     sqlx::query(
         "INSERT INTO webhook_log (hook_id, hook_name, content_type, body_size, body, headers, \
                                   status_code, outcome, reason, lead_id, idempotency_key) \
@@ -85,7 +92,7 @@ async fn insert_log(
     .bind(entry.hook.map(|h| h.id))
     .bind(entry.hook.map(|h| h.name.as_str()))
     .bind(entry.meta.content_type.as_deref())
-    .bind(i64::try_from(body_size).unwrap_or(i64::MAX))
+    .bind(entry.body_size())
     .bind(entry.body)
     .bind(&entry.meta.headers)
     .bind(entry.status as i16)
@@ -119,9 +126,8 @@ pub async fn submit(
     input: Submitted<'_>,
 ) -> Result<Response, StoreError> {
     let mut tx = pool.begin().await?;
-    let request_hash: [u8; 32] = Sha256::digest(parse::canonical(input.submission)).into();
     if let Some(key) = input.meta.idempotency_key.as_deref()
-        && let Some(earlier) = claim_key(&mut tx, input.hook.id, key, &request_hash).await?
+        && let Some(earlier) = claim_key(&mut tx, input.hook.id, key, input.submission).await?
     {
         let (resp, entry) = earlier.answer(&input);
         insert_log(&mut tx, &entry, earlier.lead_id).await?;
@@ -141,39 +147,8 @@ pub async fn submit(
     };
     let lead_id = Uuid::now_v7();
     let run_id = Uuid::now_v7();
-    insert_lead(&mut tx, &input, lead_id, verdict.as_ref().ok()).await?;
-    let (status, reason) = match &verdict {
-        Ok(_) => (RunStatus::Running, None),
-        Err(r) => (RunStatus::Rejected, Some(r.details.as_str())),
-    };
-    sqlx::query(
-        "INSERT INTO runs (id, lead_id, workflow, status, reason) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(run_id)
-    .bind(lead_id)
-    .bind(&input.hook.workflow)
-    .bind(status.as_str())
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
-    record_validation(&mut tx, &input, lead_id, run_id, &verdict).await?;
-
-    let mut claimed = None;
     let (code, body, outcome, log_reason) = match &verdict {
         Ok(valid) => {
-            let job = StepJob { run_id, n: 1 };
-            let first = NewJob {
-                job,
-                run_at: None,
-                max_attempts: input.max_attempts,
-            };
-            let worker = handoff.and_then(Handoff::worker);
-            let started = worker.clone().map(Started::ClaimedBy);
-            let ids =
-                steps::enqueue_all(&mut tx, Step::Qualify, &[first], started.as_ref()).await?;
-            if let (Some(handoff), Some(worker), Some(id)) = (handoff, worker, ids.first()) {
-                claimed = Some((handoff.clone(), job, id.clone(), worker));
-            }
             let auto = valid.is_auto.unwrap_or(input.hook.auto_callback);
             let body = json!({
                 "status": "success",
@@ -198,7 +173,7 @@ pub async fn submit(
             )
         }
     };
-    let entry = LogEntry {
+    let log = LogEntry {
         hook: Some(input.hook),
         meta: input.meta,
         body: Some(input.body),
@@ -206,19 +181,22 @@ pub async fn submit(
         outcome,
         reason: log_reason,
     };
-    insert_log(&mut tx, &entry, Some(lead_id)).await?;
-    if let Some(key) = input.meta.idempotency_key.as_deref() {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status_code = $3, response = $4, lead_id = $5 \
-             WHERE hook_id = $1 AND key = $2",
-        )
-        .bind(input.hook.id)
-        .bind(key)
-        .bind(code.as_u16() as i16)
-        .bind(&body)
-        .bind(lead_id)
-        .execute(&mut *tx)
-        .await?;
+    let ids = (lead_id, run_id);
+    insert_records(&mut tx, &input, ids, &verdict, &log, &body).await?;
+    let mut claimed = None;
+    if verdict.is_ok() {
+        let job = StepJob { run_id, n: 1 };
+        let first = NewJob {
+            job,
+            run_at: None,
+            max_attempts: input.max_attempts,
+        };
+        let worker = handoff.and_then(Handoff::worker);
+        let started = worker.clone().map(Started::ClaimedBy);
+        let ids = steps::enqueue_all(&mut tx, Step::Qualify, &[first], started.as_ref()).await?;
+        if let (Some(handoff), Some(worker), Some(id)) = (handoff, worker, ids.first()) {
+            claimed = Some((handoff.clone(), job, id.clone(), worker));
+        }
     }
     match claimed {
         // On a task of its own: the request's timeout may drop this future, and a job
@@ -238,6 +216,7 @@ pub async fn submit(
         Err(r) => {
             metrics::lead(&input.hook.name, LeadOutcome::Rejected(r.reason));
             let workflow = input.hook.workflow.clone();
+            let status = RunStatus::Rejected;
             Observation::RunFinished { workflow, status }.record();
         }
     }
@@ -295,8 +274,9 @@ async fn claim_key(
     conn: &mut PgConnection,
     hook_id: i64,
     key: &str,
-    request_hash: &[u8; 32],
+    submission: &Submission,
 ) -> Result<Option<Earlier>, sqlx::Error> {
+    let request_hash: [u8; 32] = Sha256::digest(parse::canonical(submission)).into();
     let claimed = sqlx::query(
         "INSERT INTO idempotency_keys (hook_id, key, request_hash) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING",
@@ -355,21 +335,54 @@ async fn blocked(
     }))
 }
 
-async fn insert_lead(
+/// The request's rows in one statement (one round trip): the lead, its run, the validate
+/// step with its timeline events, the webhook log, and the answer stored under the request's
+/// idempotency key, if it has one.
+async fn insert_records(
     conn: &mut PgConnection,
     input: &Submitted<'_>,
-    lead_id: Uuid,
-    valid: Option<&ValidLead>,
+    (lead_id, run_id): (Uuid, Uuid),
+    verdict: &Result<ValidLead, Rejection>,
+    log: &LogEntry<'_>,
+    answer: &Value,
 ) -> Result<(), sqlx::Error> {
     let sub = input.submission;
+    let valid = verdict.as_ref().ok();
     let auto = valid
         .and_then(|v| v.is_auto)
         .unwrap_or(input.hook.auto_callback);
     let submission = serde_json::to_value(sub).unwrap_or(Value::Null);
+    let (run_status, reason) = match verdict {
+        Ok(_) => (RunStatus::Running, None),
+        Err(r) => (RunStatus::Rejected, Some(r.details.as_str())),
+    };
+    let step = ValidateRow::of(verdict);
+    let received = json!({
+        "hook": input.hook.name,
+        "content_type": input.meta.content_type,
+        "bytes": input.body.len(),
+    });
     sqlx::query(
-        "INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
-                            phone_region, email, company, auto_callback) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "WITH lead AS ( \
+           INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
+                              phone_region, email, company, auto_callback) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)), \
+         run AS ( \
+           INSERT INTO runs (id, lead_id, workflow, status, reason) \
+           VALUES ($12, $1, $3, $13, $14)), \
+         step AS ( \
+           INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
+                              finished_at, output, error) \
+           VALUES ($12, 'validate', 1, $15, 1, 1, now(), now(), $16, $17)), \
+         events AS ( \
+           INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
+           VALUES ($1, $12, 'received', $18, $19), ($1, $12, $20, $18, $21)), \
+         answer AS ( \
+           UPDATE idempotency_keys SET status_code = $22, response = $23, lead_id = $1 \
+           WHERE hook_id = $2 AND key = $24) \
+         INSERT INTO webhook_log (hook_id, hook_name, content_type, body_size, body, headers, \
+                                  status_code, outcome, reason, lead_id, idempotency_key) \
+         VALUES ($2, $25, $26, $27, $28, $29, $22, $30, $31, $1, $24)",
     )
     .bind(lead_id)
     .bind(input.hook.id)
@@ -386,27 +399,29 @@ async fn insert_lead(
     )
     .bind(sub.company_name.as_deref().map(str::trim))
     .bind(auto)
+    .bind(run_id)
+    .bind(run_status.as_str())
+    .bind(reason)
+    .bind(step.status)
+    .bind(step.output)
+    .bind(step.error)
+    .bind(timeline::SYSTEM)
+    .bind(received)
+    .bind(step.event)
+    .bind(step.detail)
+    .bind(log.status as i16)
+    .bind(answer)
+    .bind(input.meta.idempotency_key.as_deref())
+    .bind(input.hook.name.as_str())
+    .bind(input.meta.content_type.as_deref())
+    .bind(log.body_size())
+    .bind(log.body)
+    .bind(&input.meta.headers)
+    .bind(log.outcome)
+    .bind(&log.reason)
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// The validate step, recorded as the run's first step, with its timeline events.
-async fn record_validation(
-    conn: &mut PgConnection,
-    input: &Submitted<'_>,
-    lead_id: Uuid,
-    run_id: Uuid,
-    verdict: &Result<ValidLead, Rejection>,
-) -> Result<(), sqlx::Error> {
-    let received = json!({
-        "hook": input.hook.name,
-        "content_type": input.meta.content_type,
-        "bytes": input.body.len(),
-    });
-    let verdict_event = insert_validate_step(conn, run_id, verdict).await?;
-    let events = vec![("received".to_owned(), received), verdict_event];
-    timeline::record_all(conn, lead_id, Some(run_id), timeline::SYSTEM, events).await
 }
 
 /// The validate step's row, written settled since it runs inline (at intake, or when an
@@ -417,56 +432,54 @@ pub(crate) async fn record_validate_step(
     run_id: Uuid,
     verdict: &Result<ValidLead, Rejection>,
 ) -> Result<(), sqlx::Error> {
-    let (event, detail) = insert_validate_step(conn, run_id, verdict).await?;
-    timeline::record(
-        conn,
-        lead_id,
-        Some(run_id),
-        &event,
-        timeline::SYSTEM,
-        detail,
-    )
-    .await
-}
-
-/// Inserts the validate step's row; returns its timeline event, for the caller to record.
-async fn insert_validate_step(
-    conn: &mut PgConnection,
-    run_id: Uuid,
-    verdict: &Result<ValidLead, Rejection>,
-) -> Result<(String, Value), sqlx::Error> {
-    let (status, output, error, event) = match verdict {
-        Ok(v) => (
-            "ok",
-            Some(json!({
-                "phone_region": v.phone.region,
-                "phone_type": v.phone.number_type,
-                "is_auto": v.is_auto,
-            })),
-            None,
-            ("validated", json!({ "phone_region": v.phone.region })),
-        ),
-        Err(r) => (
-            "failed",
-            None,
-            Some(format!("{}: {}", r.field, r.details)),
-            (
-                "rejected",
-                json!({ "field": r.field, "reason": r.reason, "details": r.details }),
-            ),
-        ),
-    };
+    let step = ValidateRow::of(verdict);
     sqlx::query(
-        "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, finished_at, output, error) \
+        "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
+                            finished_at, output, error) \
          VALUES ($1, 'validate', 1, $2, 1, 1, now(), now(), $3, $4)",
     )
     .bind(run_id)
-    .bind(status)
-    .bind(output)
-    .bind(error)
+    .bind(step.status)
+    .bind(step.output)
+    .bind(step.error)
     .execute(&mut *conn)
     .await?;
-    Ok((event.0.to_owned(), event.1))
+    let (event, detail) = (step.event, step.detail);
+    timeline::record(conn, lead_id, Some(run_id), event, timeline::SYSTEM, detail).await
+}
+
+/// The validate step's row and its timeline event, by verdict.
+struct ValidateRow {
+    status: &'static str,
+    output: Option<Value>,
+    error: Option<String>,
+    event: &'static str,
+    detail: Value,
+}
+
+impl ValidateRow {
+    fn of(verdict: &Result<ValidLead, Rejection>) -> ValidateRow {
+        match verdict {
+            Ok(v) => ValidateRow {
+                status: "ok",
+                output: Some(json!({
+                    "phone_region": v.phone.region,
+                    "phone_type": v.phone.number_type,
+                    "is_auto": v.is_auto,
+                })),
+                error: None,
+                event: "validated",
+                detail: json!({ "phone_region": v.phone.region }),
+            },
+            Err(r) => ValidateRow {
+                status: "failed",
+                output: None,
+                error: Some(format!("{}: {}", r.field, r.details)),
+                event: "rejected",
+                detail: json!({ "field": r.field, "reason": r.reason, "details": r.details }),
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
