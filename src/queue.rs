@@ -56,12 +56,6 @@ pub enum QueueError {
         run_id: Uuid,
         source: apalis_postgres::Error,
     },
-    #[error("inserting the started {step} job of run {run_id}: {source}")]
-    Insert {
-        step: Step,
-        run_id: Uuid,
-        source: sqlx::Error,
-    },
 }
 
 /// A new job's id, for a caller that records it before pushing the job
@@ -92,43 +86,6 @@ pub struct NewJob {
     pub job: StepJob,
     pub run_at: Option<jiff::Timestamp>,
     pub max_attempts: u32,
-}
-
-/// Enqueues jobs of `step`'s queue, keyed `run:{run_id}:{step}:{n}`, in one statement
-/// (apalis inserts with `UNNEST`) on the caller's connection. Returns their ids in the order
-/// given.
-pub async fn push_steps(
-    conn: &mut PgConnection,
-    step: Step,
-    jobs: &[NewJob],
-) -> Result<Vec<String>, QueueError> {
-    let jobs: Vec<(NewJob, Ulid)> = jobs.iter().map(|j| (*j, new_job_id())).collect();
-    push_steps_as(conn, step, &jobs).await?;
-    Ok(jobs.iter().map(|(_, id)| id.to_string()).collect())
-}
-
-/// [`push_steps`] with the jobs' ids chosen by the caller.
-pub async fn push_steps_as(
-    conn: &mut PgConnection,
-    step: Step,
-    jobs: &[(NewJob, Ulid)],
-) -> Result<(), QueueError> {
-    let Some((first, _)) = jobs.first() else {
-        return Ok(());
-    };
-    let mut tasks = Vec::with_capacity(jobs.len());
-    for (new, id) in jobs {
-        let key = new.job.idempotency_key(step);
-        tasks.push(task(
-            step,
-            new.job,
-            *id,
-            &key,
-            new.run_at,
-            new.max_attempts,
-        )?);
-    }
-    push(conn, step, first.job.run_id, tasks).await
 }
 
 fn task(
@@ -204,100 +161,113 @@ pub enum Started {
     ClaimedBy(String),
 }
 
-/// Inserts jobs of `step`'s queue already [`Started`], due now, keyed as [`push_steps`] keys
-/// them, in one statement on the caller's connection. Returns their ids in the order given.
-pub async fn push_started(
-    conn: &mut PgConnection,
-    step: Step,
-    jobs: &[NewJob],
-    started: &Started,
-) -> Result<Vec<String>, QueueError> {
-    let rows: Vec<StartedJob> = jobs
-        .iter()
-        .map(|job| StartedJob {
-            step,
-            job: *job,
-            id: new_job_id().to_string(),
-            started,
-        })
-        .collect();
-    insert_started(conn, &rows).await?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
-}
-
-/// A job to insert already [`Started`], with its id.
-pub struct StartedJob<'a> {
+/// A step job to insert, with its id: queued for its `run_at` (`started` is `None`), or
+/// already [`Started`].
+pub struct JobRow<'a> {
     pub step: Step,
     pub job: NewJob,
-    pub id: String,
-    pub started: &'a Started,
+    pub id: &'a str,
+    pub started: Option<&'a Started>,
 }
 
-/// Inserts jobs already [`Started`], due now, of any queues and states, in one statement.
-pub async fn insert_started(
-    conn: &mut PgConnection,
-    jobs: &[StartedJob<'_>],
-) -> Result<(), QueueError> {
-    let Some(first) = jobs.first() else {
-        return Ok(());
-    };
-    let n = jobs.len();
-    let (mut ids, mut types, mut args, mut keys) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut maxes, mut statuses, mut attempts, mut workers) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for row in jobs {
-        let (step, new) = (row.step, row.job);
-        ids.push(row.id.as_str());
-        types.push(queue_name(step));
-        args.push(encode(step, new.job)?);
-        keys.push(new.job.idempotency_key(step));
-        maxes.push(i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX));
-        let (status, attempt, worker) = match row.started {
-            Started::Done => ("Done", 1, None),
-            Started::ClaimedBy(worker) => ("Queued", 0, Some(worker.as_str())),
+/// New `apalis.jobs` rows as the arrays of [`insert_jobs_sql!`]'s parameters `$1`–`$9`, so
+/// that a caller inserts them in the same statement as its own rows.
+pub struct JobColumns<'a> {
+    ids: Vec<&'a str>,
+    types: Vec<&'static str>,
+    args: Vec<Vec<u8>>,
+    statuses: Vec<&'static str>,
+    attempts: Vec<i32>,
+    maxes: Vec<i32>,
+    keys: Vec<String>,
+    workers: Vec<Option<&'a str>>,
+    run_ats: Vec<Option<jiff_sqlx::Timestamp>>,
+}
+
+impl<'a> JobColumns<'a> {
+    /// The columns apalis's own insert fills, plus what its fetch or acknowledgement would
+    /// set for a started job.
+    pub fn new(rows: &[JobRow<'a>]) -> Result<JobColumns<'a>, QueueError> {
+        let n = rows.len();
+        let mut cols = JobColumns {
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            args: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            attempts: Vec::with_capacity(n),
+            maxes: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            workers: Vec::with_capacity(n),
+            run_ats: Vec::with_capacity(n),
         };
-        statuses.push(status);
-        attempts.push(attempt);
-        workers.push(worker);
+        for row in rows {
+            let (step, new) = (row.step, row.job);
+            cols.ids.push(row.id);
+            cols.types.push(queue_name(step));
+            cols.args.push(encode(step, new.job)?);
+            cols.keys.push(new.job.idempotency_key(step));
+            cols.maxes
+                .push(i32::try_from(new.max_attempts.max(1)).unwrap_or(i32::MAX));
+            let (status, attempt, worker) = match row.started {
+                None => ("Pending", 0, None),
+                Some(Started::Done) => ("Done", 1, None),
+                Some(Started::ClaimedBy(worker)) => ("Queued", 0, Some(worker.as_str())),
+            };
+            cols.statuses.push(status);
+            cols.attempts.push(attempt);
+            cols.workers.push(worker);
+            // Started jobs are due now. apalis counts time in whole seconds; rounding up
+            // means a queued job never runs before its time.
+            let run_at = match (row.started, new.run_at) {
+                (None, Some(at)) => {
+                    let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
+                    jiff::Timestamp::from_second(secs).ok()
+                }
+                _ => None,
+            };
+            cols.run_ats.push(run_at.map(jiff_sqlx::Timestamp::from));
+        }
+        Ok(cols)
     }
-    // The columns apalis's own insert fills, plus what its fetch or acknowledgement would set.
-    sqlx::query(
+
+    /// Binds the columns as `$1`–`$9`.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.ids)
+            .bind(self.types)
+            .bind(self.args)
+            .bind(self.statuses)
+            .bind(self.attempts)
+            .bind(self.maxes)
+            .bind(self.keys)
+            .bind(self.workers)
+            .bind(self.run_ats)
+    }
+}
+
+/// The `INSERT` of [`JobColumns`] (`$1`–`$9`), to be a caller's statement or a part of it.
+/// apalis's insert trigger announces the queued ones.
+macro_rules! insert_jobs_sql {
+    () => {
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \
          priority, metadata, idempotency_key, lock_by, lock_at, done_at, last_result) \
-         SELECT u.id, u.job_type, u.job, u.status, u.attempts, u.max_attempts, now(), 0, \
-         ''::hstore, u.key, u.worker, CASE WHEN u.worker IS NULL THEN NULL ELSE now() END, \
+         SELECT u.id, u.job_type, u.job, u.status, u.attempts, u.max_attempts, \
+         COALESCE(u.run_at, now()), 0, ''::hstore, u.key, u.worker, \
+         CASE WHEN u.worker IS NULL THEN NULL ELSE now() END, \
          CASE WHEN u.status = 'Done' THEN now() END, \
          CASE WHEN u.status = 'Done' THEN '{\"Ok\": null}'::jsonb END \
          FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[], $5::int[], $6::int[], \
-                     $7::text[], $8::text[]) \
-              AS u(id, job_type, job, status, attempts, max_attempts, key, worker)",
-    )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&args)
-    .bind(&statuses)
-    .bind(&attempts)
-    .bind(&maxes)
-    .bind(&keys)
-    .bind(&workers)
-    .execute(conn)
-    .await
-    .map_err(|source| QueueError::Insert {
-        step: first.step,
-        run_id: first.job.job.run_id,
-        source,
-    })?;
-    Ok(())
+                     $7::text[], $8::text[], $9::timestamptz[]) \
+              AS u(id, job_type, job, status, attempts, max_attempts, key, worker, run_at)"
+    };
 }
+pub(crate) use insert_jobs_sql;
 
 /// A job [`Started::ClaimedBy`] `worker`, executed: `error` is `None` if it succeeded.
 pub struct ClaimedDone {

@@ -66,7 +66,6 @@ impl StepError {
                 source: apalis_postgres::Error::Database(e),
                 ..
             }) => Some(e),
-            StepError::Queue(QueueError::Insert { source, .. }) => Some(source),
             _ => None,
         }
     }
@@ -276,7 +275,7 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// [`enqueue`] for several executions of `step`, in two statements; with `started`, their jobs
+/// [`enqueue`] for several executions of `step`, in one statement; with `started`, their jobs
 /// start so (due now) instead of queued. Returns their job ids.
 pub(crate) async fn enqueue_all(
     conn: &mut PgConnection,
@@ -287,22 +286,18 @@ pub(crate) async fn enqueue_all(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = match started {
-        Some(started) => queue::push_started(conn, step, jobs, started).await?,
-        None => queue::push_steps(conn, step, jobs).await?,
-    };
     let rows: Vec<writes::NewRow> = jobs
         .iter()
-        .zip(&ids)
-        .map(|(job, id)| writes::NewRow {
+        .map(|job| writes::NewRow {
             step,
             job: *job,
-            job_id: id.clone(),
+            job_id: queue::new_job_id().to_string(),
             output: None,
+            started,
         })
         .collect();
     writes::insert_steps(conn, &rows).await?;
-    Ok(ids)
+    Ok(rows.into_iter().map(|r| r.job_id).collect())
 }
 
 async fn set_step(

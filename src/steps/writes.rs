@@ -207,59 +207,24 @@ impl Writes {
     pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Flushed, StepError> {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
         number_executions(tx, &mut self.next).await?;
-        let here_step = self.here.as_ref().map(|(step, _)| *step);
-        let mut queued: Vec<(Step, NewJob, ulid::Ulid)> = Vec::new();
-        let mut started = Vec::new();
-        let mut outputs = Vec::new();
-        let mut here = Vec::new();
         let done = queue::Started::Done;
+        let mut rows = Vec::with_capacity(self.next.len());
+        let mut here = Vec::new();
         for next in &self.next {
-            let start = match (&next.done, &self.here) {
+            let started = match (&next.done, &self.here) {
                 (Some(_), _) => Some(&done),
                 (None, Some((step, how))) if *step == next.step && next.job.run_at.is_none() => {
+                    here.push((next.job.job, next.id.to_string()));
                     Some(how)
                 }
                 _ => None,
             };
-            match start {
-                Some(how) => {
-                    let id = next.id.to_string();
-                    if next.done.is_none() && here_step == Some(next.step) {
-                        here.push((next.job.job, id.clone()));
-                    }
-                    started.push(queue::StartedJob {
-                        step: next.step,
-                        job: next.job,
-                        id,
-                        started: how,
-                    });
-                    outputs.push(next.done.clone());
-                }
-                None => queued.push((next.step, next.job, next.id)),
-            }
-        }
-        let mut rows = Vec::with_capacity(self.next.len());
-        for step in queue::WORKER_STEPS {
-            let jobs: Vec<(NewJob, ulid::Ulid)> = queued
-                .iter()
-                .filter(|(s, _, _)| *s == step)
-                .map(|(_, j, id)| (*j, *id))
-                .collect();
-            queue::push_steps_as(tx, step, &jobs).await?;
-            rows.extend(jobs.into_iter().map(|(job, id)| NewRow {
-                step,
-                job,
-                job_id: id.to_string(),
-                output: None,
-            }));
-        }
-        queue::insert_started(tx, &started).await?;
-        for (row, output) in started.iter().zip(outputs) {
             rows.push(NewRow {
-                step: row.step,
-                job: row.job,
-                job_id: row.id.clone(),
-                output,
+                step: next.step,
+                job: next.job,
+                job_id: next.id.to_string(),
+                output: next.done.clone(),
+                started,
             });
         }
         insert_steps(tx, &rows).await?;
@@ -316,58 +281,66 @@ async fn number_executions(conn: &mut PgConnection, next: &mut [Next]) -> Result
     Ok(())
 }
 
-/// A new step row: `pending` with its job, or, with an `output`, settled `ok` at its first
-/// attempt.
-pub(crate) struct NewRow {
+/// A new step execution: its row, and its job, queued for `job.run_at` or already
+/// `started`. With an `output` the row is settled `ok` at its first attempt (its job is then
+/// [`queue::Started::Done`]).
+pub(crate) struct NewRow<'a> {
     pub step: Step,
     pub job: NewJob,
     pub job_id: String,
     pub output: Option<Value>,
+    pub started: Option<&'a queue::Started>,
 }
 
-/// Inserts step rows, of any steps, in one statement.
+/// Inserts step executions, of any steps, rows and jobs together in one statement.
 pub(crate) async fn insert_steps(
     conn: &mut PgConnection,
-    rows: &[NewRow],
-) -> Result<(), sqlx::Error> {
+    rows: &[NewRow<'_>],
+) -> Result<(), StepError> {
     if rows.is_empty() {
         return Ok(());
     }
+    let jobs: Vec<queue::JobRow> = rows
+        .iter()
+        .map(|r| queue::JobRow {
+            step: r.step,
+            job: r.job,
+            id: &r.job_id,
+            started: r.started,
+        })
+        .collect();
+    let jobs = queue::JobColumns::new(&jobs)?;
     let runs: Vec<Uuid> = rows.iter().map(|r| r.job.job.run_id).collect();
     let names: Vec<&str> = rows.iter().map(|r| r.step.as_str()).collect();
     let ns: Vec<i32> = rows.iter().map(|r| r.job.job.n).collect();
-    let ids: Vec<&str> = rows.iter().map(|r| r.job_id.as_str()).collect();
-    let maxes: Vec<i32> = rows
-        .iter()
-        .map(|r| i32::try_from(r.job.max_attempts).unwrap_or(i32::MAX))
-        .collect();
     let run_ats: Vec<Option<jiff_sqlx::Timestamp>> = rows
         .iter()
         .map(|r| r.job.run_at.map(jiff_sqlx::Timestamp::from))
         .collect();
     let done: Vec<bool> = rows.iter().map(|r| r.output.is_some()).collect();
     let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
-    sqlx::query(
-        "INSERT INTO steps (run_id, name, n, job_id, status, attempts, max_attempts, next_run_at, \
-                            started_at, finished_at, output) \
+    let query = sqlx::query(concat!(
+        "WITH jobs AS (",
+        queue::insert_jobs_sql!(),
+        ") INSERT INTO steps (run_id, name, n, job_id, status, attempts, max_attempts, \
+                              next_run_at, started_at, finished_at, output) \
          SELECT u.run_id, u.name, u.n, u.job_id, CASE WHEN u.done THEN 'ok' ELSE 'pending' END, \
                 CASE WHEN u.done THEN 1 ELSE 0 END, u.max_attempts, \
                 CASE WHEN u.done THEN NULL ELSE COALESCE(u.run_at, now()) END, \
                 CASE WHEN u.done THEN now() END, CASE WHEN u.done THEN now() END, u.output \
-         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], \
-                     $6::timestamptz[], $7::bool[], $8::jsonb[]) \
-              AS u(run_id, name, n, job_id, max_attempts, run_at, done, output)",
-    )
-    .bind(&runs)
-    .bind(&names)
-    .bind(&ns)
-    .bind(&ids)
-    .bind(&maxes)
-    .bind(&run_ats)
-    .bind(&done)
-    .bind(&outputs)
-    .execute(conn)
-    .await?;
+         FROM UNNEST($10::uuid[], $11::text[], $12::int[], $1::text[], $6::int[], \
+                     $13::timestamptz[], $14::bool[], $15::jsonb[]) \
+              AS u(run_id, name, n, job_id, max_attempts, run_at, done, output)"
+    ));
+    jobs.bind(query)
+        .bind(&runs)
+        .bind(&names)
+        .bind(&ns)
+        .bind(&run_ats)
+        .bind(&done)
+        .bind(&outputs)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
