@@ -47,6 +47,11 @@ struct Args {
     /// Length of the intake phase, and of the pgbench baseline, in seconds.
     #[arg(long, default_value_t = 15)]
     intake_seconds: u64,
+    /// Seconds of the same closed-loop load before the intake phase, not measured: the
+    /// freshly started process opens its pool's connections then, as pgbench, whose
+    /// figure excludes its connection time, opens its own before measuring.
+    #[arg(long, default_value_t = 2)]
+    intake_warmup_seconds: u64,
     /// Leads pre-loaded for the pipeline phase (and in the Graphile chain).
     #[arg(long, default_value_t = 20_000)]
     leads: usize,
@@ -125,12 +130,23 @@ async fn run(args: Args) -> Result<()> {
 
     // 1. Intake: HTTP only (no workers), so the figure is the intake transaction's.
     eprintln!(
-        "[1/4] intake: {} clients for {} s",
-        args.clients, args.intake_seconds
+        "[1/4] intake: {} clients for {} s (after {} s unmeasured)",
+        args.clients, args.intake_seconds, args.intake_warmup_seconds
     );
     let intake = bench.start(Role::IntakeOnly).await?;
     let hook = bench.create_hook().await?;
-    let mark = Mark::now(&bench).await?;
+    if args.intake_warmup_seconds > 0 {
+        let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_warmup_seconds));
+        load::run(
+            &intake.base_url(),
+            &hook.token,
+            args.clients,
+            plan,
+            &mut phones,
+        )
+        .await?;
+    }
+    let mark = Mark::of(&bench, &intake).await?;
     let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_seconds));
     let run = load::run(
         &intake.base_url(),

@@ -112,9 +112,12 @@ impl Report {
         Report {
             context: format!(
                 "{date}; {cpus} CPUs ({model}), {mem_gb:.0} GiB; PostgreSQL {server_version}; \
-                 {} clients, {} pre-loaded leads, {} leads/s offered for {} s (after {} s \
-                 unmeasured); worker concurrency {}, batch {}, pool {}",
+                 {} clients for {} s of intake (after {} s unmeasured), {} pre-loaded leads, \
+                 {} leads/s offered for {} s (after {} s unmeasured); worker concurrency {}, \
+                 batch {}, pool {}",
                 args.clients,
+                args.intake_seconds,
+                args.intake_warmup_seconds,
                 args.leads,
                 args.rate,
                 args.rate_seconds,
