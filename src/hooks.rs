@@ -104,22 +104,31 @@ pub async fn create(
     }
 }
 
-/// The hook a token belongs to: its current token, or its previous one during a rotation's
-/// grace period.
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     #[sqlx(flatten)]
     hook: Hook,
+    version: String,
     token_hash: Vec<u8>,
     prev_token_hash: Option<Vec<u8>>,
 }
 
+/// The hook a token belongs to, with the version of its row when read (`xmin`): every
+/// change to a hook (rotation, disabling, a new rate limit, an operator's own SQL) makes a
+/// new version, so finding the same version later proves the hook unchanged since.
+#[derive(Debug, Clone)]
+pub struct TokenHook {
+    pub hook: Hook,
+    pub version: String,
+}
+
 /// The hook a token belongs to: its current token, or its previous one during a rotation's
 /// grace period.
-pub async fn find_by_token(pool: &PgPool, token: &str) -> Result<Option<Hook>, sqlx::Error> {
+pub async fn find_by_token(pool: &PgPool, token: &str) -> Result<Option<TokenHook>, sqlx::Error> {
     let hash = token_hash(token);
     let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, name, workflow, auto_callback, active, rate_limit_per_minute, token_hash, \
+        "SELECT id, name, workflow, auto_callback, active, rate_limit_per_minute, \
+                xmin::text AS version, token_hash, \
                 CASE WHEN prev_token_expires_at > now() THEN prev_token_hash END AS prev_token_hash \
          FROM hooks WHERE token_hash = $1 OR (prev_token_hash = $1 AND prev_token_expires_at > now())",
     )
@@ -133,7 +142,10 @@ pub async fn find_by_token(pool: &PgPool, token: &str) -> Result<Option<Hook>, s
                 .prev_token_hash
                 .as_deref()
                 .is_some_and(|p| token_matches(token, p));
-        matches.then_some(row.hook)
+        matches.then_some(TokenHook {
+            hook: row.hook,
+            version: row.version,
+        })
     }))
 }
 

@@ -42,6 +42,7 @@ impl Service {
             request_timeout: http.request_timeout(),
             limits: RateLimits::new(http.rate_limit_per_min),
             handoff: workers.as_ref().map(Workers::handoff),
+            tokens: Default::default(),
         });
         let app = server::app(AppState {
             pool: engine.pool.clone(),

@@ -663,3 +663,75 @@ async fn a_hook_over_its_rate_limit_gets_429_with_retry_after() {
         .expect("count");
     assert_eq!(leads, 4, "a 429 stores no lead");
 }
+
+/// Changes made elsewhere (another process, an operator's SQL) reach a hook the service has
+/// remembered by its token at the very next request: the transaction that stores a lead
+/// confirms the hook, and every other answer is decided from the database.
+#[tokio::test]
+async fn a_remembered_hook_changed_elsewhere_takes_effect_at_the_next_request() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", false).await;
+    let pool = &app.db.pool;
+    let set = |sql: &'static str| async move {
+        sqlx::query(sql).execute(pool).await.expect("hook updated");
+    };
+    let post = |n: u32| {
+        let body = sample("website-form", &us_phone(120 + n));
+        let token = hook.token.clone();
+        let app = &app;
+        async move { app.post_json(&token, &body).await.0 }
+    };
+    let leads = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM leads")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        n
+    };
+
+    assert_eq!(post(0).await, 200);
+    assert_eq!(post(1).await, 200, "the remembered hook is confirmed");
+    set("UPDATE hooks SET active = false WHERE name = 'website-form'").await;
+    assert_eq!(post(2).await, 404, "disabled elsewhere");
+    set("UPDATE hooks SET active = true WHERE name = 'website-form'").await;
+    assert_eq!(post(3).await, 200, "enabled again");
+
+    set("UPDATE hooks SET rate_limit_per_minute = 2 WHERE name = 'website-form'").await;
+    assert_eq!(post(4).await, 200);
+    assert_eq!(post(5).await, 200);
+    assert_eq!(post(6).await, 429, "the new limit holds");
+    set("UPDATE hooks SET rate_limit_per_minute = 1000 WHERE name = 'website-form'").await;
+    assert_eq!(post(7).await, 200, "and a raised one at once");
+
+    set("UPDATE hooks SET auto_callback = true WHERE name = 'website-form'").await;
+    let (code, body) = app
+        .post_json(&hook.token, &sample("website-form", &us_phone(140)))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body["auto_callback"], "initiated",
+        "the hook's new setting is used"
+    );
+
+    set("UPDATE hooks SET token_hash = sha256('another token'::bytea) WHERE name = 'website-form'")
+        .await;
+    let before = leads().await;
+    assert_eq!(
+        post(8).await,
+        401,
+        "a token revoked elsewhere stops at once"
+    );
+    assert_eq!(leads().await, before, "and stores nothing");
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_log WHERE status_code = 401 AND hook_id IS NULL \
+         AND body IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    assert_eq!(
+        logged, 1,
+        "logged as an unknown token's request, without its body"
+    );
+    assert_eq!(before, 7);
+}

@@ -11,10 +11,12 @@ pub mod parse;
 mod request;
 pub mod sample;
 pub(crate) mod store;
+pub mod tokens;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use multer::bytes::Bytes;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response, handler};
@@ -38,6 +40,8 @@ pub struct Intake {
     pub limits: limit::RateLimits,
     /// This process's workers' way to run new leads' qualify jobs at once, when it has them.
     pub handoff: Option<Handoff>,
+    /// Hooks found by token lately.
+    pub tokens: tokens::Tokens,
 }
 
 #[handler]
@@ -47,7 +51,7 @@ pub async fn inbound(req: &Request, body: Body, intake: Data<&Arc<Intake>>) -> R
     // Set once the token names a hook; a timeout still knows it.
     let hook = OnceLock::new();
     // A bounded answer even when the database hangs: the sender retries a 503.
-    let handling = handle(&intake, &meta, body, &hook);
+    let handling = authenticate_and_handle(&intake, &meta, body, &hook);
     let resp = match tokio::time::timeout(intake.request_timeout, handling).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(err)) => err.into_response(),
@@ -58,25 +62,82 @@ pub async fn inbound(req: &Request, body: Body, intake: Data<&Arc<Intake>>) -> R
     resp
 }
 
-async fn handle(
+/// The request's body: not read yet, read, or found over the size limit while read.
+enum Payload {
+    Unread(Body),
+    Read(Bytes),
+    Oversized,
+}
+
+/// How far a request got with the hook it was given.
+enum Pass {
+    Answered(Result<Response, ApiError>),
+    /// The hook was remembered, and the answer it led to was not a confirmed acceptance: the
+    /// request must be decided again with the hook read from the database.
+    Recheck(Payload),
+}
+
+async fn authenticate_and_handle(
     intake: &Intake,
     meta: &RequestMeta,
     body: Body,
     hook_label: &OnceLock<String>,
 ) -> Result<Response, ApiError> {
     let pool = &intake.pool;
-    let reject = |hook, body, err| reject(pool, meta, hook, body, err);
-
     // 1. 401: the token names the hook.
     let Some(token) = meta.bearer.as_deref() else {
-        return reject(None, None, ApiError::unauthorized("Missing bearer token")).await;
+        return reject(
+            pool,
+            meta,
+            None,
+            None,
+            ApiError::unauthorized("Missing bearer token"),
+        )
+        .await;
     };
-    let token_hook = match hooks::find_by_token(pool, token).await {
-        Ok(Some(hook)) => hook,
-        Ok(None) => return reject(None, None, ApiError::unauthorized("Invalid token")).await,
-        Err(e) => return Err(ApiError::from_db(&e)),
+    let found = intake.tokens.find(pool, token).await;
+    let payload = match handle(intake, meta, Payload::Unread(body), found, hook_label).await {
+        Pass::Answered(answer) => return answer,
+        Pass::Recheck(payload) => payload,
+    };
+    let found = intake.tokens.look_up(pool, token).await;
+    match handle(intake, meta, payload, found, hook_label).await {
+        Pass::Answered(answer) => answer,
+        // Only a remembered hook asks for a recheck, and this one was just read.
+        Pass::Recheck(_) => Err(ApiError::unavailable()),
+    }
+}
+
+async fn handle(
+    intake: &Intake,
+    meta: &RequestMeta,
+    payload: Payload,
+    found: Result<Option<tokens::Found>, sqlx::Error>,
+    hook_label: &OnceLock<String>,
+) -> Pass {
+    let pool = &intake.pool;
+    let (token_hook, remembered) = match found {
+        Ok(Some(found)) => (found.hook, found.remembered),
+        Ok(None) => {
+            let err = ApiError::unauthorized("Invalid token");
+            return Pass::Answered(reject(pool, meta, None, None, err).await);
+        }
+        Err(e) => return Pass::Answered(Err(ApiError::from_db(&e))),
     };
     let _ = hook_label.set(token_hook.name.clone());
+    // Every answer but a stored lead is given only with the hook as the database has it now.
+    let refuse = |hook: Option<&Hook>, payload: Payload, body: Option<&Bytes>, err: ApiError| {
+        let hook = hook.cloned();
+        let body = body.cloned();
+        let fresh = remembered.is_none();
+        async move {
+            if fresh {
+                Pass::Answered(reject(pool, meta, hook.as_ref(), body.as_deref(), err).await)
+            } else {
+                Pass::Recheck(payload)
+            }
+        }
+    };
 
     // A token over its hook's rate gets 429 before its body is even read.
     if let Err(wait) = intake
@@ -92,13 +153,13 @@ async fn handle(
             ),
         )
         .retry_after(wait);
-        return reject(Some(&token_hook), None, err).await;
+        return refuse(Some(&token_hook), payload, None, err).await;
     }
 
     // 2. 415, 3. 413, 4. 400.
     let kind = match parse::body_kind(meta.content_type.as_deref()) {
         Ok(kind) => kind,
-        Err(e) => return reject(Some(&token_hook), None, parse_error(e)).await,
+        Err(e) => return refuse(Some(&token_hook), payload, None, parse_error(e)).await,
     };
     let too_large = || {
         ApiError::new(
@@ -111,22 +172,32 @@ async fn handle(
         .content_length
         .is_some_and(|n| n > intake.max_body_bytes as u64)
     {
-        return reject(Some(&token_hook), None, too_large()).await;
+        return refuse(Some(&token_hook), payload, None, too_large()).await;
     }
-    let bytes = match body.into_bytes_limit(intake.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return reject(Some(&token_hook), None, too_large()).await;
+    let bytes = match payload {
+        Payload::Read(bytes) => bytes,
+        Payload::Oversized => {
+            return refuse(Some(&token_hook), Payload::Oversized, None, too_large()).await;
         }
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "Could not read the body: {e}"
-            )));
-        }
+        Payload::Unread(body) => match body.into_bytes_limit(intake.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+                return refuse(Some(&token_hook), Payload::Oversized, None, too_large()).await;
+            }
+            Err(e) => {
+                return Pass::Answered(Err(ApiError::bad_request(format!(
+                    "Could not read the body: {e}"
+                ))));
+            }
+        },
     };
+    let read = |bytes: &Bytes| Payload::Read(bytes.clone());
     let mut parsed = match parse::parse(&kind, bytes.clone()) {
         Ok(parsed) => parsed,
-        Err(e) => return reject(Some(&token_hook), Some(&bytes), parse_error(e)).await,
+        Err(e) => {
+            let err = parse_error(e);
+            return refuse(Some(&token_hook), read(&bytes), Some(&bytes), err).await;
+        }
     };
     // PostgreSQL cannot store NUL in text: repair it before anything reaches the database.
     let nul_fields = parsed.submission.replace_nul();
@@ -135,7 +206,9 @@ async fn handle(
     let claimed = parsed.submission.hook_name.as_deref().map(str::trim);
     let hook = match resolve_hook(pool, token_hook, claimed).await {
         Ok(hook) => hook,
-        Err((hook, err)) => return reject(hook.as_ref(), Some(&bytes), err).await,
+        Err((hook, err)) => {
+            return refuse(hook.as_ref(), read(&bytes), Some(&bytes), err).await;
+        }
     };
 
     // 7. 422, or accept.
@@ -161,8 +234,12 @@ async fn handle(
         submission: &parsed.submission,
         verdict,
         max_attempts,
+        remembered: remembered.as_ref(),
     };
-    Ok(store::submit(pool, intake.handoff.as_ref(), input).await?)
+    match store::submit(pool, intake.handoff.as_ref(), input).await {
+        Err(store::StoreError::HookChanged) => Pass::Recheck(Payload::Read(bytes)),
+        answer => Pass::Answered(answer.map_err(ApiError::from)),
+    }
 }
 
 /// Answers with `err` after writing the request to the webhook log.

@@ -7,11 +7,12 @@ use poem::Response;
 use poem::http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::RequestMeta;
 use super::parse;
+use super::tokens::{self, Stamp};
 use crate::hooks::Hook;
 use crate::lead::{RunStatus, Step, Submission};
 use crate::metrics::{self, LeadOutcome, Observation};
@@ -113,6 +114,9 @@ pub struct Submitted<'a> {
     pub submission: &'a Submission,
     pub verdict: Result<ValidLead, Rejection>,
     pub max_attempts: u32,
+    /// Set when the hook was remembered rather than read for this request: the transaction
+    /// confirms it before storing anything ([`tokens`]).
+    pub remembered: Option<&'a Stamp>,
 }
 
 /// Stores the submission and answers it: 200 accepted, 422 rejected (lead kept), or the
@@ -126,6 +130,16 @@ pub async fn submit(
     input: Submitted<'_>,
 ) -> Result<Response, StoreError> {
     let mut tx = pool.begin().await?;
+    // A valid lead's blocklist query confirms the hook too; other requests confirm it first.
+    let mut unconfirmed = input.remembered;
+    if let Some(stamp) = unconfirmed
+        && (input.meta.idempotency_key.is_some() || input.verdict.is_err())
+    {
+        if !tokens::confirm(&mut tx, stamp).await? {
+            return Err(StoreError::HookChanged);
+        }
+        unconfirmed = None;
+    }
     if let Some(key) = input.meta.idempotency_key.as_deref()
         && let Some(earlier) = claim_key(&mut tx, input.hook.id, key, input.submission).await?
     {
@@ -139,9 +153,10 @@ pub async fn submit(
     }
 
     let verdict = match &input.verdict {
-        Ok(valid) => match blocked(&mut tx, valid).await? {
-            Some(kind) => Err(validate::blocked(kind)),
-            None => Ok(valid.clone()),
+        Ok(valid) => match blocked(&mut tx, valid, unconfirmed).await? {
+            Blocked::HookChanged => return Err(StoreError::HookChanged),
+            Blocked::By(kind) => Err(validate::blocked(kind)),
+            Blocked::No => Ok(valid.clone()),
         },
         Err(rejection) => Err(rejection.clone()),
     };
@@ -313,26 +328,44 @@ struct KeyRow {
     lead_id: Option<Uuid>,
 }
 
+enum Blocked {
+    No,
+    By(BlockKind),
+    /// The remembered hook to confirm has changed (or the token is no longer its own).
+    HookChanged,
+}
+
+/// Whether the lead's phone or email is blocked; with a `stamp`, confirms the remembered
+/// hook in the same round trip.
 async fn blocked(
     conn: &mut PgConnection,
     lead: &ValidLead,
-) -> Result<Option<BlockKind>, sqlx::Error> {
-    let kind: Option<(String,)> = sqlx::query_as(
-        "SELECT kind FROM blocklist \
-         WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
-         ORDER BY kind DESC LIMIT 1",
-    )
+    stamp: Option<&Stamp>,
+) -> Result<Blocked, sqlx::Error> {
+    let query = sqlx::query(concat!(
+        "SELECT (SELECT kind FROM blocklist \
+                 WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
+                 ORDER BY kind DESC LIMIT 1), \
+                $3::bigint IS NULL OR ",
+        tokens::unchanged_sql!("$3", "$4", "$5")
+    ))
     .bind(&lead.phone.e164)
-    .bind(lead.email.as_deref())
-    .fetch_optional(conn)
-    .await?;
-    Ok(kind.map(|(k,)| {
-        if k == "phone" {
-            BlockKind::Phone
-        } else {
-            BlockKind::Email
-        }
-    }))
+    .bind(lead.email.as_deref());
+    let query = match stamp {
+        Some(stamp) => stamp.bind(query),
+        None => query
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<Vec<u8>>),
+    };
+    let row = query.fetch_one(conn).await?;
+    let (kind, hook_unchanged): (Option<String>, bool) = (row.try_get(0)?, row.try_get(1)?);
+    Ok(match kind.as_deref() {
+        _ if !hook_unchanged => Blocked::HookChanged,
+        Some("phone") => Blocked::By(BlockKind::Phone),
+        Some(_) => Blocked::By(BlockKind::Email),
+        None => Blocked::No,
+    })
 }
 
 /// The request's rows in one statement (one round trip): the lead, its run, the validate
@@ -490,6 +523,9 @@ pub enum StoreError {
     Enqueue(#[from] steps::StepError),
     #[error("committing the lead: {0}")]
     Commit(#[from] tokio::task::JoinError),
+    /// The remembered hook changed since; the request is decided again from the database.
+    #[error("the hook changed since its token was remembered")]
+    HookChanged,
 }
 
 impl From<StoreError> for ApiError {
@@ -497,7 +533,7 @@ impl From<StoreError> for ApiError {
         let db = match &e {
             StoreError::Db(db) => Some(db),
             StoreError::Enqueue(step) => step.db_error(),
-            StoreError::Commit(_) => None,
+            StoreError::Commit(_) | StoreError::HookChanged => None,
         };
         match db {
             Some(db) => ApiError::from_db(db),
