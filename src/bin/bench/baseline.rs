@@ -39,8 +39,9 @@ impl IntakeShape {
         })
     }
 
-    /// A pgbench script: the statements of `intake::store::submit` for an accepted lead, in
-    /// one transaction. The job goes to a queue no worker reads.
+    /// A pgbench script: the intake transaction of an accepted lead in its plain shape, the
+    /// blocklist lookup and the rows `intake::store::submit` writes, one `INSERT` per table
+    /// (leadflow writes them in two statements). The job goes to a queue no worker reads.
     fn script(&self, hook_id: i64) -> String {
         // pgbench reads `:name` as a variable even inside a string, so colons are spliced in.
         let lit = |s: &str| {

@@ -2,8 +2,8 @@
 //!
 //! Four sections, each printed with the figure it is compared to (these machines are noisy;
 //! only ratios measured side by side hold):
-//! 1. intake: concurrent HTTP clients for a fixed time, against `pgbench` running the same
-//!    transaction as one intake at the same client count;
+//! 1. intake: concurrent HTTP clients for a fixed time, against `pgbench` writing the same
+//!    rows as one intake, one `INSERT` per table, at the same client count;
 //! 2. pipeline: L leads pre-loaded, then the time workers take to carry every one through
 //!    qualify → route → callback (sim provider answering at once), against the Graphile
 //!    Worker chain in `../shared/bench/graphile-chain`;
@@ -160,7 +160,7 @@ async fn run(args: Args) -> Result<()> {
     report.intake(&run, cost);
     if !args.no_pgbench {
         eprintln!(
-            "      pgbench: the same transaction, {} clients",
+            "      pgbench: the same rows, one INSERT per table, {} clients",
             args.clients
         );
         let shape = baseline::IntakeShape::from_database(&bench).await?;
