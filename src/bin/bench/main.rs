@@ -135,27 +135,14 @@ async fn run(args: Args) -> Result<()> {
     );
     let intake = bench.start(Role::IntakeOnly).await?;
     let hook = bench.create_hook().await?;
+    let url = intake.base_url();
     if args.intake_warmup_seconds > 0 {
-        let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_warmup_seconds));
-        load::run(
-            &intake.base_url(),
-            &hook.token,
-            args.clients,
-            plan,
-            &mut phones,
-        )
-        .await?;
+        let warm = Duration::from_secs(args.intake_warmup_seconds);
+        closed_for(&url, &hook.token, args.clients, warm, &mut phones).await?;
     }
     let mark = Mark::of(&bench, &intake).await?;
-    let plan = load::Plan::ClosedFor(Duration::from_secs(args.intake_seconds));
-    let run = load::run(
-        &intake.base_url(),
-        &hook.token,
-        args.clients,
-        plan,
-        &mut phones,
-    )
-    .await?;
+    let length = Duration::from_secs(args.intake_seconds);
+    let run = closed_for(&url, &hook.token, args.clients, length, &mut phones).await?;
     let cost = Cost::after(&bench, intake, mark, run.accepted).await?;
     report.intake(&run, cost);
     if !args.no_pgbench {
@@ -269,6 +256,18 @@ async fn preload(
     intake.stop().await;
     outcome.require_all_accepted()?;
     Ok(outcome)
+}
+
+/// Posts leads from `clients` clients, each sending its next as soon as it has an answer,
+/// for `length`.
+async fn closed_for(
+    url: &str,
+    token: &str,
+    clients: usize,
+    length: Duration,
+    phones: &mut load::Phones,
+) -> Result<load::Outcome> {
+    load::run(url, token, clients, load::Plan::ClosedFor(length), phones).await
 }
 
 /// Offers `--rate` leads a second for `seconds` to the process at `url`.
