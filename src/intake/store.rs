@@ -16,9 +16,9 @@ use super::tokens::{self, Stamp};
 use crate::hooks::Hook;
 use crate::lead::{RunStatus, Step, Submission};
 use crate::metrics::{self, LeadOutcome, Observation};
-use crate::queue::{NewJob, Started, StepJob};
+use crate::queue::{self, NewJob, Started, StepJob};
 use crate::reply::{self, ApiError};
-use crate::steps::{self, Handoff};
+use crate::steps::{self, Executions, Handoff, NewRow, StepError};
 use crate::timeline;
 use crate::validate::{self, BlockKind, Rejection, ValidLead};
 
@@ -197,22 +197,26 @@ pub async fn submit(
         reason: log_reason,
     };
     let ids = (lead_id, run_id);
-    insert_records(&mut tx, &input, ids, &verdict, &log, &body).await?;
-    let mut claimed = None;
-    if verdict.is_ok() {
-        let job = StepJob { run_id, n: 1 };
-        let first = NewJob {
-            job,
-            run_at: None,
-            max_attempts: input.max_attempts,
-        };
-        let worker = handoff.and_then(Handoff::worker);
-        let started = worker.clone().map(Started::ClaimedBy);
-        let ids = steps::enqueue_all(&mut tx, Step::Qualify, &[first], started.as_ref()).await?;
-        if let (Some(handoff), Some(worker), Some(id)) = (handoff, worker, ids.first()) {
-            claimed = Some((handoff.clone(), job, id.clone(), worker));
+    // An accepted lead's qualify job and step row go in with its rows.
+    let job = StepJob { run_id, n: 1 };
+    let first = NewJob {
+        job,
+        run_at: None,
+        max_attempts: input.max_attempts,
+    };
+    let worker = handoff.and_then(Handoff::worker);
+    let started = worker.clone().map(Started::ClaimedBy);
+    let next = match verdict {
+        Ok(_) => steps::new_executions(Step::Qualify, &[first], started.as_ref()),
+        Err(_) => Vec::new(),
+    };
+    insert_records(&mut tx, &input, ids, &verdict, &log, &body, &next).await?;
+    let claimed = match (handoff, worker, next.first()) {
+        (Some(handoff), Some(worker), Some(row)) => {
+            Some((handoff.clone(), job, row.job_id.clone(), worker))
         }
-    }
+        _ => None,
+    };
     match claimed {
         // On a task of its own: the request's timeout may drop this future, and a job
         // committed claimed but never handed over would stay claimed by a live worker.
@@ -369,8 +373,9 @@ async fn blocked(
 }
 
 /// The request's rows in one statement (one round trip): the lead, its run, the validate
-/// step with its timeline events, the webhook log, and the answer stored under the request's
-/// idempotency key, if it has one.
+/// step with its timeline events, the webhook log, the answer stored under the request's
+/// idempotency key if it has one, and the `next` executions (an accepted lead's qualify
+/// step row and job).
 async fn insert_records(
     conn: &mut PgConnection,
     input: &Submitted<'_>,
@@ -378,7 +383,8 @@ async fn insert_records(
     verdict: &Result<ValidLead, Rejection>,
     log: &LogEntry<'_>,
     answer: &Value,
-) -> Result<(), sqlx::Error> {
+    next: &[NewRow<'_>],
+) -> Result<(), StoreError> {
     let sub = input.submission;
     let valid = verdict.as_ref().ok();
     let auto = valid
@@ -395,65 +401,72 @@ async fn insert_records(
         "content_type": input.meta.content_type,
         "bytes": input.body.len(),
     });
-    sqlx::query(
-        "WITH lead AS ( \
+    let query = sqlx::query(concat!(
+        "WITH jobs AS (",
+        queue::insert_jobs_sql!(),
+        "), next AS (",
+        steps::insert_step_rows_sql!(),
+        "), lead AS ( \
            INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
                               phone_region, email, company, auto_callback) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)), \
+           VALUES ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)), \
          run AS ( \
            INSERT INTO runs (id, lead_id, workflow, status, reason) \
-           VALUES ($12, $1, $3, $13, $14)), \
+           VALUES ($27, $16, $18, $28, $29)), \
          step AS ( \
            INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
                               finished_at, output, error) \
-           VALUES ($12, 'validate', 1, $15, 1, 1, now(), now(), $16, $17)), \
+           VALUES ($27, 'validate', 1, $30, 1, 1, now(), now(), $31, $32)), \
          events AS ( \
            INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
-           VALUES ($1, $12, 'received', $18, $19), ($1, $12, $20, $18, $21)), \
+           VALUES ($16, $27, 'received', $33, $34), ($16, $27, $35, $33, $36)), \
          answer AS ( \
-           UPDATE idempotency_keys SET status_code = $22, response = $23, lead_id = $1 \
-           WHERE hook_id = $2 AND key = $24) \
+           UPDATE idempotency_keys SET status_code = $37, response = $38, lead_id = $16 \
+           WHERE hook_id = $17 AND key = $39) \
          INSERT INTO webhook_log (hook_id, hook_name, content_type, body_size, body, headers, \
                                   status_code, outcome, reason, lead_id, idempotency_key) \
-         VALUES ($2, $25, $26, $27, $28, $29, $22, $30, $31, $1, $24)",
-    )
-    .bind(lead_id)
-    .bind(input.hook.id)
-    .bind(&input.hook.workflow)
-    .bind(valid.is_some())
-    .bind(submission)
-    .bind(sub.name.as_deref().map(str::trim))
-    .bind(valid.map(|v| v.phone.e164.as_str()))
-    .bind(valid.and_then(|v| v.phone.region.as_deref()))
-    .bind(
-        valid
-            .and_then(|v| v.email.as_deref())
-            .or(sub.email.as_deref()),
-    )
-    .bind(sub.company_name.as_deref().map(str::trim))
-    .bind(auto)
-    .bind(run_id)
-    .bind(run_status.as_str())
-    .bind(reason)
-    .bind(step.status)
-    .bind(step.output)
-    .bind(step.error)
-    .bind(timeline::SYSTEM)
-    .bind(received)
-    .bind(step.event)
-    .bind(step.detail)
-    .bind(log.status as i16)
-    .bind(answer)
-    .bind(input.meta.idempotency_key.as_deref())
-    .bind(input.hook.name.as_str())
-    .bind(input.meta.content_type.as_deref())
-    .bind(log.body_size())
-    .bind(log.body)
-    .bind(&input.meta.headers)
-    .bind(log.outcome)
-    .bind(&log.reason)
-    .execute(conn)
-    .await?;
+         VALUES ($17, $40, $41, $42, $43, $44, $37, $45, $46, $16, $39)"
+    ));
+    Executions::new(next)
+        .map_err(StepError::from)?
+        .bind(query)
+        .bind(lead_id)
+        .bind(input.hook.id)
+        .bind(&input.hook.workflow)
+        .bind(valid.is_some())
+        .bind(submission)
+        .bind(sub.name.as_deref().map(str::trim))
+        .bind(valid.map(|v| v.phone.e164.as_str()))
+        .bind(valid.and_then(|v| v.phone.region.as_deref()))
+        .bind(
+            valid
+                .and_then(|v| v.email.as_deref())
+                .or(sub.email.as_deref()),
+        )
+        .bind(sub.company_name.as_deref().map(str::trim))
+        .bind(auto)
+        .bind(run_id)
+        .bind(run_status.as_str())
+        .bind(reason)
+        .bind(step.status)
+        .bind(step.output)
+        .bind(step.error)
+        .bind(timeline::SYSTEM)
+        .bind(received)
+        .bind(step.event)
+        .bind(step.detail)
+        .bind(log.status as i16)
+        .bind(answer)
+        .bind(input.meta.idempotency_key.as_deref())
+        .bind(input.hook.name.as_str())
+        .bind(input.meta.content_type.as_deref())
+        .bind(log.body_size())
+        .bind(log.body)
+        .bind(&input.meta.headers)
+        .bind(log.outcome)
+        .bind(&log.reason)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

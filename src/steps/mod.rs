@@ -35,6 +35,7 @@ pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderCo
 pub use fused::Fusion;
 pub use group::Group;
 use writes::Writes;
+pub(crate) use writes::{Executions, NewRow, insert_step_rows_sql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -275,6 +276,24 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// New executions of `step` to insert ([`Executions`]), each with a new job id; with
+/// `started`, their jobs start so (due now) instead of queued.
+pub(crate) fn new_executions<'a>(
+    step: Step,
+    jobs: &[NewJob],
+    started: Option<&'a queue::Started>,
+) -> Vec<NewRow<'a>> {
+    jobs.iter()
+        .map(|job| NewRow {
+            step,
+            job: *job,
+            job_id: queue::new_job_id().to_string(),
+            output: None,
+            started,
+        })
+        .collect()
+}
+
 /// [`enqueue`] for several executions of `step`, in one statement; with `started`, their jobs
 /// start so (due now) instead of queued. Returns their job ids.
 pub(crate) async fn enqueue_all(
@@ -286,16 +305,7 @@ pub(crate) async fn enqueue_all(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<writes::NewRow> = jobs
-        .iter()
-        .map(|job| writes::NewRow {
-            step,
-            job: *job,
-            job_id: queue::new_job_id().to_string(),
-            output: None,
-            started,
-        })
-        .collect();
+    let rows = new_executions(step, jobs, started);
     writes::insert_steps(conn, &rows).await?;
     Ok(rows.into_iter().map(|r| r.job_id).collect())
 }

@@ -300,30 +300,22 @@ pub(crate) async fn insert_steps(
     if rows.is_empty() {
         return Ok(());
     }
-    let jobs: Vec<queue::JobRow> = rows
-        .iter()
-        .map(|r| queue::JobRow {
-            step: r.step,
-            job: r.job,
-            id: &r.job_id,
-            started: r.started,
-        })
-        .collect();
-    let jobs = queue::JobColumns::new(&jobs)?;
-    let runs: Vec<Uuid> = rows.iter().map(|r| r.job.job.run_id).collect();
-    let names: Vec<&str> = rows.iter().map(|r| r.step.as_str()).collect();
-    let ns: Vec<i32> = rows.iter().map(|r| r.job.job.n).collect();
-    let run_ats: Vec<Option<jiff_sqlx::Timestamp>> = rows
-        .iter()
-        .map(|r| r.job.run_at.map(jiff_sqlx::Timestamp::from))
-        .collect();
-    let done: Vec<bool> = rows.iter().map(|r| r.output.is_some()).collect();
-    let outputs: Vec<Option<&Value>> = rows.iter().map(|r| r.output.as_ref()).collect();
     let query = sqlx::query(concat!(
         "WITH jobs AS (",
         queue::insert_jobs_sql!(),
-        ") INSERT INTO steps (run_id, name, n, job_id, status, attempts, max_attempts, \
-                              next_run_at, started_at, finished_at, output) \
+        ") ",
+        insert_step_rows_sql!()
+    ));
+    Executions::new(rows)?.bind(query).execute(conn).await?;
+    Ok(())
+}
+
+/// The `INSERT` of the step rows of [`Executions`] (`$1`–`$15`, the jobs' own included), to
+/// follow the jobs' insert in one statement.
+macro_rules! insert_step_rows_sql {
+    () => {
+        "INSERT INTO steps (run_id, name, n, job_id, status, attempts, max_attempts, \
+                            next_run_at, started_at, finished_at, output) \
          SELECT u.run_id, u.name, u.n, u.job_id, CASE WHEN u.done THEN 'ok' ELSE 'pending' END, \
                 CASE WHEN u.done THEN 1 ELSE 0 END, u.max_attempts, \
                 CASE WHEN u.done THEN NULL ELSE COALESCE(u.run_at, now()) END, \
@@ -331,17 +323,64 @@ pub(crate) async fn insert_steps(
          FROM UNNEST($10::uuid[], $11::text[], $12::int[], $1::text[], $6::int[], \
                      $13::timestamptz[], $14::bool[], $15::jsonb[]) \
               AS u(run_id, name, n, job_id, max_attempts, run_at, done, output)"
-    ));
-    jobs.bind(query)
-        .bind(&runs)
-        .bind(&names)
-        .bind(&ns)
-        .bind(&run_ats)
-        .bind(&done)
-        .bind(&outputs)
-        .execute(conn)
-        .await?;
-    Ok(())
+    };
+}
+pub(crate) use insert_step_rows_sql;
+
+/// New step executions as the parameters `$1`–`$15` of [`queue::insert_jobs_sql!`] followed
+/// by [`insert_step_rows_sql!`].
+pub(crate) struct Executions<'a> {
+    jobs: queue::JobColumns<'a>,
+    runs: Vec<Uuid>,
+    names: Vec<&'static str>,
+    ns: Vec<i32>,
+    run_ats: Vec<Option<jiff_sqlx::Timestamp>>,
+    done: Vec<bool>,
+    outputs: Vec<Option<&'a Value>>,
+}
+
+impl<'a> Executions<'a> {
+    pub fn new(rows: &'a [NewRow<'a>]) -> Result<Executions<'a>, queue::QueueError> {
+        let jobs: Vec<queue::JobRow> = rows
+            .iter()
+            .map(|r| queue::JobRow {
+                step: r.step,
+                job: r.job,
+                id: &r.job_id,
+                started: r.started,
+            })
+            .collect();
+        Ok(Executions {
+            jobs: queue::JobColumns::new(&jobs)?,
+            runs: rows.iter().map(|r| r.job.job.run_id).collect(),
+            names: rows.iter().map(|r| r.step.as_str()).collect(),
+            ns: rows.iter().map(|r| r.job.job.n).collect(),
+            run_ats: rows
+                .iter()
+                .map(|r| r.job.run_at.map(jiff_sqlx::Timestamp::from))
+                .collect(),
+            done: rows.iter().map(|r| r.output.is_some()).collect(),
+            outputs: rows.iter().map(|r| r.output.as_ref()).collect(),
+        })
+    }
+
+    /// Binds `$1`–`$15`.
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        self.jobs
+            .bind(query)
+            .bind(self.runs)
+            .bind(self.names)
+            .bind(self.ns)
+            .bind(self.run_ats)
+            .bind(self.done)
+            .bind(self.outputs)
+    }
 }
 
 /// Settles executions of `step` as `status` (`ok`, `failed`, `cancelled`), in one statement.
