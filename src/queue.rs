@@ -231,10 +231,7 @@ impl<'a> JobColumns<'a> {
     }
 
     /// Binds the columns as `$1`–`$9`.
-    pub fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q>
     where
         'a: 'q,
     {

@@ -79,6 +79,9 @@ impl Database {
     }
 }
 
+/// A statement with its parameters bound so far, for helpers that bind a share of them.
+pub type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 /// A connection idle this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 

@@ -118,10 +118,7 @@ pub(crate) use unchanged_sql;
 
 impl Stamp {
     /// Binds the id, version and token hash, in the order of [`unchanged_sql!`]'s arguments.
-    pub fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    pub fn bind<'q>(&self, query: crate::db::Query<'q>) -> crate::db::Query<'q> {
         query
             .bind(self.hook_id)
             .bind(self.version.clone())

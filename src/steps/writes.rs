@@ -365,10 +365,7 @@ impl<'a> Executions<'a> {
     }
 
     /// Binds `$1`–`$15`.
-    pub fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q>
     where
         'a: 'q,
     {
