@@ -101,11 +101,15 @@ fn task(
         .idempotency_key(key)
         .max_attempts(max_attempts.max(1) as usize);
     if let Some(at) = run_at {
-        // apalis stores whole seconds; round up so a job never runs before its time.
-        let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
-        builder = builder.run_at_timestamp(secs.max(0) as u64);
+        builder = builder.run_at_timestamp(due_second(at).max(0) as u64);
     }
     Ok(builder.build())
+}
+
+/// The whole second a job due at `at` is stored for: apalis counts time in whole seconds,
+/// and rounding up means a job never runs before its time.
+fn due_second(at: jiff::Timestamp) -> i64 {
+    at.as_second() + i64::from(at.subsec_nanosecond() > 0)
 }
 
 /// A step job's arguments as apalis stores them (JSON bytes).
@@ -216,13 +220,9 @@ impl<'a> JobColumns<'a> {
             cols.statuses.push(status);
             cols.attempts.push(attempt);
             cols.workers.push(worker);
-            // Started jobs are due now. apalis counts time in whole seconds; rounding up
-            // means a queued job never runs before its time.
+            // Started jobs are due now.
             let run_at = match (row.started, new.run_at) {
-                (None, Some(at)) => {
-                    let secs = at.as_second() + i64::from(at.subsec_nanosecond() > 0);
-                    jiff::Timestamp::from_second(secs).ok()
-                }
+                (None, Some(at)) => jiff::Timestamp::from_second(due_second(at)).ok(),
                 _ => None,
             };
             cols.run_ats.push(run_at.map(jiff_sqlx::Timestamp::from));
@@ -337,4 +337,17 @@ pub async fn retire(conn: &mut PgConnection, id: &str) -> Result<(), sqlx::Error
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_stored_for_its_second_or_the_next_one() {
+        let at = |s: &str| s.parse::<jiff::Timestamp>().expect("timestamp");
+        assert_eq!(due_second(at("2026-12-07T10:00:00Z")), 1_796_637_600);
+        assert_eq!(due_second(at("2026-12-07T10:00:00.001Z")), 1_796_637_601);
+        assert_eq!(due_second(at("2026-12-07T09:59:59.999Z")), 1_796_637_600);
+    }
 }
