@@ -207,12 +207,10 @@ impl Writes {
     pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Flushed, StepError> {
         settle_steps(tx, self.step, "ok", &self.settled).await?;
         number_executions(tx, &mut self.next).await?;
-        let done = queue::Started::Done;
         let mut rows = Vec::with_capacity(self.next.len());
         let mut here = Vec::new();
         for next in &self.next {
             let started = match (&next.done, &self.here) {
-                (Some(_), _) => Some(&done),
                 (None, Some((step, how))) if *step == next.step && next.job.run_at.is_none() => {
                     here.push((next.job.job, next.id.to_string()));
                     Some(how)
@@ -282,8 +280,8 @@ async fn number_executions(conn: &mut PgConnection, next: &mut [Next]) -> Result
 }
 
 /// A new step execution: its row, and its job, queued for `job.run_at` or already
-/// `started`. With an `output` the row is settled `ok` at its first attempt (its job is then
-/// [`queue::Started::Done`]).
+/// `started`. With an `output` the row is settled `ok` at its first attempt and its job
+/// inserted [`queue::Started::Done`], whatever `started` says.
 pub(crate) struct NewRow<'a> {
     pub step: Step,
     pub job: NewJob,
@@ -347,7 +345,10 @@ impl<'a> Executions<'a> {
                 step: r.step,
                 job: r.job,
                 id: &r.job_id,
-                started: r.started,
+                started: match r.output {
+                    Some(_) => Some(&queue::Started::Done),
+                    None => r.started,
+                },
             })
             .collect();
         Ok(Executions {
