@@ -5,6 +5,7 @@
 //! routed by apalis workers ([`steps`], [`worker`]) according to the TOML workflows
 //! ([`workflow`]). Operators read it back through [`operator`].
 
+pub mod announce;
 pub mod blocklist;
 pub mod cli;
 pub mod clock;

@@ -137,17 +137,29 @@ async fn push(
         })
 }
 
+/// The notification apalis's insert trigger sends for a new due job of queue `$queue`, as
+/// an SQL expression.
+macro_rules! notify_sql {
+    ($queue:literal, $id:literal) => {
+        concat!(
+            "pg_notify('apalis::job::insert', json_build_object('job_type', ",
+            $queue,
+            ", 'id', ",
+            $id,
+            ", 'run_at', now())::text)"
+        )
+    };
+}
+pub(crate) use notify_sql;
+
 /// Tells idle workers of `step`'s queue that job `id` is due now, the way apalis's insert
 /// trigger does for new jobs; used when an existing job is brought forward.
 pub async fn announce(conn: &mut PgConnection, step: Step, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_notify('apalis::job::insert', \
-                json_build_object('job_type', $1::text, 'id', $2::text, 'run_at', now())::text)",
-    )
-    .bind(queue_name(step))
-    .bind(id)
-    .execute(conn)
-    .await?;
+    sqlx::query(concat!("SELECT ", notify_sql!("$1::text", "$2::text")))
+        .bind(queue_name(step))
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -231,10 +243,7 @@ impl<'a> JobColumns<'a> {
     }
 
     /// Binds the columns as `$1`–`$9`.
-    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q>
-    where
-        'a: 'q,
-    {
+    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q> {
         query
             .bind(self.ids)
             .bind(self.types)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::announce::{Announcements, Announcing};
 use crate::config::{HttpSettings, WorkerSettings};
 use crate::intake::Intake;
 use crate::intake::limit::RateLimits;
@@ -21,6 +22,7 @@ pub struct Service {
     pub addr: SocketAddr,
     pub engine: Arc<Engine>,
     workers: Option<Workers>,
+    announcing: Announcing,
     http: JoinHandle<io::Result<()>>,
     stop_http: oneshot::Sender<()>,
 }
@@ -35,6 +37,7 @@ impl Service {
         workers: Option<&WorkerSettings>,
     ) -> io::Result<Service> {
         let workers = workers.map(|settings| Workers::spawn(engine.clone(), settings));
+        let (announcements, announcing) = Announcements::start(engine.pool.clone());
         let intake = Arc::new(Intake {
             pool: engine.pool.clone(),
             workflows: engine.workflows.clone(),
@@ -43,6 +46,7 @@ impl Service {
             limits: RateLimits::new(http.rate_limit_per_min),
             handoff: workers.as_ref().map(Workers::handoff),
             tokens: Default::default(),
+            announcements,
         });
         let app = server::app(AppState {
             pool: engine.pool.clone(),
@@ -60,6 +64,7 @@ impl Service {
                 if let Some(w) = workers {
                     w.shutdown().await;
                 }
+                announcing.stop().await;
                 return Err(e);
             }
         };
@@ -68,6 +73,7 @@ impl Service {
             addr,
             engine,
             workers,
+            announcing,
             http: handle,
             stop_http,
         })
@@ -90,6 +96,8 @@ impl Service {
         };
         let _ = self.stop_http.send(());
         let http_ok = matches!(self.http.await, Ok(Ok(())));
+        // After the last request: its lead's job is announced too.
+        self.announcing.stop().await;
         http_ok && workers_ok
     }
 
@@ -99,6 +107,7 @@ impl Service {
             w.abort();
         }
         self.http.abort();
+        self.announcing.abort();
     }
 }
 

@@ -551,6 +551,15 @@ async fn blocked_phones_and_emails_are_rejected_and_kept() {
         .await
         .expect("count");
     assert_eq!(rejected, 2);
+    // Each request stored once: the statement that turned the lead away wrote nothing.
+    let rows: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM leads), (SELECT count(*) FROM webhook_log), \
+                (SELECT count(*) FROM apalis.jobs)",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!(rows, (2, 2, 0));
 }
 
 #[tokio::test]

@@ -345,6 +345,65 @@ async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
         .await;
 }
 
+#[tokio::test]
+async fn an_intake_only_process_announces_each_lead_once_to_workers_elsewhere() {
+    // Intake in one service, workers (polling only every 10 s) in another on the same
+    // database: only the intake's announcement can explain a fast pickup.
+    let app = rules_app_without_workers().await;
+    let mut settings = common::worker_settings(app.workflows_dir.clone());
+    settings.poll_interval_ms = 10_000;
+    let mut http = common::http_settings();
+    http.listen = common::free_addr();
+    let engine = leadflow::steps::Engine::build(
+        app.db.pool.clone(),
+        app.workflows.clone(),
+        app.config.clone(),
+    )
+    .expect("engine");
+    let workers = leadflow::service::Service::start(engine, &http, "workers", Some(&settings))
+        .await
+        .expect("workers start");
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen("apalis::job::insert")
+        .await
+        .expect("listen");
+    // Let the workers' listener connect before the first insert.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let hook = app.hook("rules-form", "rules", false).await;
+    let id = submit(&app, &hook.token, &lead("rules-form", 61, |_| {})).await;
+    let qualify = leadflow::queue::queue_name(Step::Qualify);
+    let mut announced = 0;
+    while let Ok(received) = tokio::time::timeout(Duration::from_millis(700), listener.recv()).await
+    {
+        let payload: Value =
+            serde_json::from_str(received.expect("notification").payload()).expect("json");
+        if payload["job_type"] == qualify {
+            announced += 1;
+        }
+    }
+    assert_eq!(announced, 1, "the lead's qualify job is announced once");
+    let view = app
+        .wait_for_run(&id, "routed", Duration::from_secs(5))
+        .await;
+    assert_eq!(view["steps"][1]["status"], "ok", "{view:#}");
+    let (secs,): (f64,) = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM (q.finished_at - v.finished_at))::float8 FROM steps v \
+         JOIN steps q ON q.run_id = v.run_id AND q.name = 'qualify' WHERE v.name = 'validate'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("query");
+    assert!(
+        secs < 2.0,
+        "intake to qualified took {secs}s with a 10s poll interval"
+    );
+    assert!(workers.shutdown().await, "workers stop cleanly");
+}
+
 /// Submits `count` leads with distinct phones and emails, numbered from `from`, and returns
 /// their ids. `edit` may change each body.
 async fn submit_many(app: &TestApp, token: &str, from: u32, count: u32) -> Vec<String> {

@@ -4,10 +4,11 @@
 //! content type, 413 size, 400 parse, 404 hook, 403 token of another hook, 422 fields. A
 //! request that gets past authentication is written to the webhook log whatever happens;
 //! one that gets to validation is stored as a lead (a 422 stores it `rejected`, so an
-//! operator can replay it), in the one transaction of [`store`].
+//! operator can replay it), in one transaction ([`store`]).
 
 pub mod limit;
 pub mod parse;
+pub(crate) mod records;
 mod request;
 pub mod sample;
 pub(crate) mod store;
@@ -22,6 +23,7 @@ use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response, handler};
 use sqlx::PgPool;
 
+use crate::announce::Announcements;
 use crate::hooks::{self, Hook};
 use crate::metrics;
 use crate::reply::ApiError;
@@ -42,6 +44,8 @@ pub struct Intake {
     pub handoff: Option<Handoff>,
     /// Hooks found by token lately.
     pub tokens: tokens::Tokens,
+    /// Where stored leads' queued jobs are announced to the workers.
+    pub announcements: Announcements,
 }
 
 #[handler]
@@ -236,7 +240,7 @@ async fn handle(
         max_attempts,
         remembered: remembered.as_ref(),
     };
-    match store::submit(pool, intake.handoff.as_ref(), input).await {
+    match store::submit(intake, input).await {
         Err(store::StoreError::HookChanged) => Pass::Recheck(Payload::Read(bytes)),
         answer => Pass::Answered(answer.map_err(ApiError::from)),
     }

@@ -1,35 +1,35 @@
-//! The one intake transaction: idempotency key, webhook log, lead, run, the validate step and
-//! the first worker job commit together, and only then does the sender get its answer. A
-//! crash before the commit leaves nothing (the sender got no 2xx and retries); after it,
-//! nothing can be lost.
+//! Storing a request: idempotency key, webhook log, lead, run, the validate step and the first
+//! worker job commit together, and only then does the sender get its answer. A crash before
+//! the commit leaves nothing (the sender got no 2xx and retries); after it, nothing can be
+//! lost. A valid lead without an idempotency key, the common case, is one statement and its
+//! own transaction; other requests are decided step by step in a transaction.
 
 use poem::Response;
 use poem::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use super::RequestMeta;
 use super::parse;
+use super::records::{Gate, Handover, Rows, blocklist_match_sql};
 use super::tokens::{self, Stamp};
+use super::{Intake, RequestMeta};
 use crate::hooks::Hook;
-use crate::lead::{RunStatus, Step, Submission};
-use crate::metrics::{self, LeadOutcome, Observation};
-use crate::queue::{self, NewJob, Started, StepJob};
+use crate::lead::Submission;
+use crate::metrics::{self, LeadOutcome};
 use crate::reply::{self, ApiError};
-use crate::steps::{self, Executions, Handoff, NewRow, StepError};
-use crate::timeline;
+use crate::steps;
 use crate::validate::{self, BlockKind, Rejection, ValidLead};
 
 /// A webhook-log row for a request that ends before the lead transaction.
 pub struct LogEntry<'a> {
-    hook: Option<&'a Hook>,
-    meta: &'a RequestMeta,
-    body: Option<&'a [u8]>,
-    status: u16,
-    outcome: &'static str,
-    reason: String,
+    pub(super) hook: Option<&'a Hook>,
+    pub(super) meta: &'a RequestMeta,
+    pub(super) body: Option<&'a [u8]>,
+    pub(super) status: u16,
+    pub(super) outcome: &'static str,
+    pub(super) reason: String,
 }
 
 impl<'a> LogEntry<'a> {
@@ -57,7 +57,7 @@ impl<'a> LogEntry<'a> {
 
 impl LogEntry<'_> {
     /// The size the sender declared, else the size read.
-    fn body_size(&self) -> i64 {
+    pub(super) fn body_size(&self) -> i64 {
         let size = self
             .meta
             .content_length
@@ -122,13 +122,30 @@ pub struct Submitted<'a> {
 /// Stores the submission and answers it: 200 accepted, 422 rejected (lead kept), or the
 /// stored answer of an earlier request with the same idempotency key.
 ///
+/// A valid lead without an idempotency key is stored by one statement, with no transaction
+/// around it, that checks the blocklist (and a remembered hook) itself and writes nothing
+/// unless both pass. Any other request, and a lead that statement turned away, is decided
+/// in a transaction, step by step.
+///
 /// With a `handoff` whose worker is taking jobs, the lead's qualify job is written claimed by
-/// that worker and handed to it after the commit ([`Handoff`]), instead of queued.
-pub async fn submit(
-    pool: &PgPool,
-    handoff: Option<&Handoff>,
-    input: Submitted<'_>,
-) -> Result<Response, StoreError> {
+/// that worker and handed to it once stored ([`steps::Handoff`]), instead of queued.
+pub async fn submit(intake: &Intake, input: Submitted<'_>) -> Result<Response, StoreError> {
+    let (pool, handoff) = (&intake.pool, intake.handoff.as_ref());
+    if input.meta.idempotency_key.is_none()
+        && let Ok(valid) = &input.verdict
+    {
+        let gate = Gate {
+            lead: valid,
+            stamp: input.remembered,
+        };
+        let (rows, query) = Rows::new(&input, handoff, Ok(valid.clone()), Some(gate))?;
+        let pool = pool.clone();
+        let write = async move { query.fetch_one(&pool).await?.try_get::<bool, _>(0) };
+        if settle(rows.handover.clone(), write).await? {
+            return Ok(rows.answer(&input, &intake.announcements));
+        }
+    }
+
     let mut tx = pool.begin().await?;
     // A valid lead's blocklist query confirms the hook too; other requests confirm it first.
     let mut unconfirmed = input.remembered;
@@ -160,86 +177,35 @@ pub async fn submit(
         },
         Err(rejection) => Err(rejection.clone()),
     };
-    let lead_id = Uuid::now_v7();
-    let run_id = Uuid::now_v7();
-    let (code, body, outcome, log_reason) = match &verdict {
-        Ok(valid) => {
-            let auto = valid.is_auto.unwrap_or(input.hook.auto_callback);
-            let body = json!({
-                "status": "success",
-                "message": "Webhook data captured successfully",
-                "auto_callback": if auto { "initiated" } else { "disabled" },
-                "lead_id": lead_id,
-            });
-            (StatusCode::OK, body, "accepted", String::new())
-        }
-        Err(r) => {
-            let err = ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                r.message.clone(),
-                r.details.clone(),
-            );
-            let body = serde_json::to_value(&err).unwrap_or(Value::Null);
-            (
-                err.code,
-                body,
-                "rejected",
-                format!("{}: {}", r.reason, r.details),
-            )
-        }
+    let (rows, query) = Rows::new(&input, handoff, verdict, None)?;
+    query.execute(&mut *tx).await?;
+    settle(rows.handover.clone(), async move {
+        tx.commit().await.map(|()| true)
+    })
+    .await?;
+    Ok(rows.answer(&input, &intake.announcements))
+}
+
+/// Runs `write` (the lead's statement, or its transaction's commit), which returns whether
+/// it stored the lead, and then hands the claimed job over. On a task of its own: the
+/// request's timeout may drop this future, and a job stored claimed but never handed over
+/// would stay claimed by a live worker.
+async fn settle(
+    handover: Option<Handover>,
+    write: impl Future<Output = Result<bool, sqlx::Error>> + Send + 'static,
+) -> Result<bool, StoreError> {
+    let Some(h) = handover else {
+        return Ok(write.await?);
     };
-    let log = LogEntry {
-        hook: Some(input.hook),
-        meta: input.meta,
-        body: Some(input.body),
-        status: code.as_u16(),
-        outcome,
-        reason: log_reason,
-    };
-    let ids = (lead_id, run_id);
-    // An accepted lead's qualify job and step row go in with its rows.
-    let job = StepJob { run_id, n: 1 };
-    let first = NewJob {
-        job,
-        run_at: None,
-        max_attempts: input.max_attempts,
-    };
-    let worker = handoff.and_then(Handoff::worker);
-    let started = worker.clone().map(Started::ClaimedBy);
-    let next = match verdict {
-        Ok(_) => steps::new_executions(Step::Qualify, &[first], started.as_ref()),
-        Err(_) => Vec::new(),
-    };
-    insert_records(&mut tx, &input, ids, &verdict, &log, &body, &next).await?;
-    let claimed = match (handoff, worker, next.first()) {
-        (Some(handoff), Some(worker), Some(row)) => {
-            Some((handoff.clone(), job, row.job_id.clone(), worker))
+    let stored = tokio::spawn(async move {
+        let stored = write.await?;
+        if stored {
+            h.handoff.dispatch(h.job, h.job_id, h.worker).await;
         }
-        _ => None,
-    };
-    match claimed {
-        // On a task of its own: the request's timeout may drop this future, and a job
-        // committed claimed but never handed over would stay claimed by a live worker.
-        Some((handoff, job, job_id, worker)) => {
-            tokio::spawn(async move {
-                tx.commit().await?;
-                handoff.dispatch(job, job_id, worker).await;
-                Ok::<(), sqlx::Error>(())
-            })
-            .await??;
-        }
-        None => tx.commit().await?,
-    }
-    match &verdict {
-        Ok(_) => metrics::lead(&input.hook.name, LeadOutcome::Accepted),
-        Err(r) => {
-            metrics::lead(&input.hook.name, LeadOutcome::Rejected(r.reason));
-            let workflow = input.hook.workflow.clone();
-            let status = RunStatus::Rejected;
-            Observation::RunFinished { workflow, status }.record();
-        }
-    }
-    Ok(reply::json(code, &body))
+        Ok::<bool, sqlx::Error>(stored)
+    })
+    .await??;
+    Ok(stored)
 }
 
 /// The answer stored under an idempotency key by an earlier request.
@@ -347,22 +313,14 @@ async fn blocked(
     stamp: Option<&Stamp>,
 ) -> Result<Blocked, sqlx::Error> {
     let query = sqlx::query(concat!(
-        "SELECT (SELECT kind FROM blocklist \
-                 WHERE (kind = 'phone' AND value = $1) OR (kind = 'email' AND value = lower($2)) \
-                 ORDER BY kind DESC LIMIT 1), \
-                $3::bigint IS NULL OR ",
+        "SELECT (SELECT kind ",
+        blocklist_match_sql!("$1", "$2"),
+        " ORDER BY kind DESC LIMIT 1), $3::bigint IS NULL OR ",
         tokens::unchanged_sql!("$3", "$4", "$5")
     ))
     .bind(&lead.phone.e164)
     .bind(lead.email.as_deref());
-    let query = match stamp {
-        Some(stamp) => stamp.bind(query),
-        None => query
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(None::<Vec<u8>>),
-    };
-    let row = query.fetch_one(conn).await?;
+    let row = Stamp::bind_or_null(stamp, query).fetch_one(conn).await?;
     let (kind, hook_unchanged): (Option<String>, bool) = (row.try_get(0)?, row.try_get(1)?);
     Ok(match kind.as_deref() {
         _ if !hook_unchanged => Blocked::HookChanged,
@@ -370,162 +328,6 @@ async fn blocked(
         Some(_) => Blocked::By(BlockKind::Email),
         None => Blocked::No,
     })
-}
-
-/// The request's rows in one statement (one round trip): the lead, its run, the validate
-/// step with its timeline events, the webhook log, the answer stored under the request's
-/// idempotency key if it has one, and the `next` executions (an accepted lead's qualify
-/// step row and job).
-async fn insert_records(
-    conn: &mut PgConnection,
-    input: &Submitted<'_>,
-    (lead_id, run_id): (Uuid, Uuid),
-    verdict: &Result<ValidLead, Rejection>,
-    log: &LogEntry<'_>,
-    answer: &Value,
-    next: &[NewRow<'_>],
-) -> Result<(), StoreError> {
-    let sub = input.submission;
-    let valid = verdict.as_ref().ok();
-    let auto = valid
-        .and_then(|v| v.is_auto)
-        .unwrap_or(input.hook.auto_callback);
-    let submission = serde_json::to_value(sub).unwrap_or(Value::Null);
-    let (run_status, reason) = match verdict {
-        Ok(_) => (RunStatus::Running, None),
-        Err(r) => (RunStatus::Rejected, Some(r.details.as_str())),
-    };
-    let step = ValidateRow::of(verdict);
-    let received = json!({
-        "hook": input.hook.name,
-        "content_type": input.meta.content_type,
-        "bytes": input.body.len(),
-    });
-    let query = sqlx::query(concat!(
-        "WITH jobs AS (",
-        queue::insert_jobs_sql!(),
-        "), next AS (",
-        steps::insert_step_rows_sql!(),
-        "), lead AS ( \
-           INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
-                              phone_region, email, company, auto_callback) \
-           VALUES ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)), \
-         run AS ( \
-           INSERT INTO runs (id, lead_id, workflow, status, reason) \
-           VALUES ($27, $16, $18, $28, $29)), \
-         step AS ( \
-           INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
-                              finished_at, output, error) \
-           VALUES ($27, 'validate', 1, $30, 1, 1, now(), now(), $31, $32)), \
-         events AS ( \
-           INSERT INTO timeline (lead_id, run_id, event, actor, detail) \
-           VALUES ($16, $27, 'received', $33, $34), ($16, $27, $35, $33, $36)), \
-         answer AS ( \
-           UPDATE idempotency_keys SET status_code = $37, response = $38, lead_id = $16 \
-           WHERE hook_id = $17 AND key = $39) \
-         INSERT INTO webhook_log (hook_id, hook_name, content_type, body_size, body, headers, \
-                                  status_code, outcome, reason, lead_id, idempotency_key) \
-         VALUES ($17, $40, $41, $42, $43, $44, $37, $45, $46, $16, $39)"
-    ));
-    Executions::new(next)
-        .map_err(StepError::from)?
-        .bind(query)
-        .bind(lead_id)
-        .bind(input.hook.id)
-        .bind(&input.hook.workflow)
-        .bind(valid.is_some())
-        .bind(submission)
-        .bind(sub.name.as_deref().map(str::trim))
-        .bind(valid.map(|v| v.phone.e164.as_str()))
-        .bind(valid.and_then(|v| v.phone.region.as_deref()))
-        .bind(
-            valid
-                .and_then(|v| v.email.as_deref())
-                .or(sub.email.as_deref()),
-        )
-        .bind(sub.company_name.as_deref().map(str::trim))
-        .bind(auto)
-        .bind(run_id)
-        .bind(run_status.as_str())
-        .bind(reason)
-        .bind(step.status)
-        .bind(step.output)
-        .bind(step.error)
-        .bind(timeline::SYSTEM)
-        .bind(received)
-        .bind(step.event)
-        .bind(step.detail)
-        .bind(log.status as i16)
-        .bind(answer)
-        .bind(input.meta.idempotency_key.as_deref())
-        .bind(input.hook.name.as_str())
-        .bind(input.meta.content_type.as_deref())
-        .bind(log.body_size())
-        .bind(log.body)
-        .bind(&input.meta.headers)
-        .bind(log.outcome)
-        .bind(&log.reason)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-/// The validate step's row, written settled since it runs inline (at intake, or when an
-/// operator replays a lead), and its `validated` or `rejected` timeline event.
-pub(crate) async fn record_validate_step(
-    conn: &mut PgConnection,
-    lead_id: Uuid,
-    run_id: Uuid,
-    verdict: &Result<ValidLead, Rejection>,
-) -> Result<(), sqlx::Error> {
-    let step = ValidateRow::of(verdict);
-    sqlx::query(
-        "INSERT INTO steps (run_id, name, n, status, attempts, max_attempts, started_at, \
-                            finished_at, output, error) \
-         VALUES ($1, 'validate', 1, $2, 1, 1, now(), now(), $3, $4)",
-    )
-    .bind(run_id)
-    .bind(step.status)
-    .bind(step.output)
-    .bind(step.error)
-    .execute(&mut *conn)
-    .await?;
-    let (event, detail) = (step.event, step.detail);
-    timeline::record(conn, lead_id, Some(run_id), event, timeline::SYSTEM, detail).await
-}
-
-/// The validate step's row and its timeline event, by verdict.
-struct ValidateRow {
-    status: &'static str,
-    output: Option<Value>,
-    error: Option<String>,
-    event: &'static str,
-    detail: Value,
-}
-
-impl ValidateRow {
-    fn of(verdict: &Result<ValidLead, Rejection>) -> ValidateRow {
-        match verdict {
-            Ok(v) => ValidateRow {
-                status: "ok",
-                output: Some(json!({
-                    "phone_region": v.phone.region,
-                    "phone_type": v.phone.number_type,
-                    "is_auto": v.is_auto,
-                })),
-                error: None,
-                event: "validated",
-                detail: json!({ "phone_region": v.phone.region }),
-            },
-            Err(r) => ValidateRow {
-                status: "failed",
-                output: None,
-                error: Some(format!("{}: {}", r.field, r.details)),
-                event: "rejected",
-                detail: json!({ "field": r.field, "reason": r.reason, "details": r.details }),
-            },
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -124,6 +124,21 @@ impl Stamp {
             .bind(self.version.clone())
             .bind(self.token_hash.to_vec())
     }
+
+    /// [`Stamp::bind`] for a `stamp`, else three NULLs (which `unchanged_sql!`'s callers
+    /// take as "nothing to confirm").
+    pub fn bind_or_null<'q>(
+        stamp: Option<&Stamp>,
+        query: crate::db::Query<'q>,
+    ) -> crate::db::Query<'q> {
+        match stamp {
+            Some(stamp) => stamp.bind(query),
+            None => query
+                .bind(None::<i64>)
+                .bind(None::<String>)
+                .bind(None::<Vec<u8>>),
+        }
+    }
 }
 
 /// Whether a remembered hook is unchanged and the token still its own, in the caller's

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
-use crate::intake::store;
+use crate::intake::records;
 use crate::lead::{RunStatus, Step, Submission};
 use crate::queue::StepJob;
 use crate::steps;
@@ -247,7 +247,7 @@ impl NewRun<'_> {
             Err(rejection) => (RunStatus::Rejected, Some(rejection.details.clone())),
         };
         self.insert(tx, outcome.0, outcome.1.as_deref()).await?;
-        store::record_validate_step(tx, self.lead_id, self.id, &verdict).await?;
+        records::record_validate_step(tx, self.lead_id, self.id, &verdict).await?;
         if verdict.is_ok() {
             self.enqueue(tx, Step::Qualify).await?;
         }

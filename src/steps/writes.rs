@@ -366,10 +366,7 @@ impl<'a> Executions<'a> {
     }
 
     /// Binds `$1`–`$15`.
-    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q>
-    where
-        'a: 'q,
-    {
+    pub fn bind<'q>(self, query: crate::db::Query<'q>) -> crate::db::Query<'q> {
         self.jobs
             .bind(query)
             .bind(self.runs)

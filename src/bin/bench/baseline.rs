@@ -41,7 +41,9 @@ impl IntakeShape {
 
     /// A pgbench script: the intake transaction of an accepted lead in its plain shape, the
     /// blocklist lookup and the rows `intake::store::submit` writes, one `INSERT` per table
-    /// (leadflow writes them in two statements). The job goes to a queue no worker reads.
+    /// (leadflow writes them in one statement). The job goes to a queue no worker reads,
+    /// unannounced, as leadflow's (whose announcement, after the commit, is not part of the
+    /// transaction: see `leadflow::announce`).
     fn script(&self, hook_id: i64) -> String {
         // pgbench reads `:name` as a variable even inside a string, so colons are spliced in.
         let lit = |s: &str| {
@@ -63,9 +65,14 @@ impl IntakeShape {
         [
             "\\set r random(1, 1000000000000000)".to_owned(),
             "BEGIN;".to_owned(),
-            "SELECT kind FROM blocklist WHERE (kind = 'phone' AND value = '+1' || :r::text) \
-             OR (kind = 'email' AND value = lower('john.doe@example.com')) ORDER BY kind DESC LIMIT 1;"
-                .to_owned(),
+            // Marked as leadflow marks it, so the insert trigger leaves the job unannounced.
+            format!(
+                "SELECT set_config('leadflow.announce', '{}', true), (SELECT kind FROM blocklist \
+                 WHERE (kind = 'phone' AND value = '+1' || :r::text) \
+                 OR (kind = 'email' AND value = lower('john.doe@example.com')) \
+                 ORDER BY kind DESC LIMIT 1);",
+                leadflow::announce::AFTER_COMMIT
+            ),
             format!(
                 "INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \
                  phone_region, email, company, auto_callback) VALUES ({lead}, {hook_id}, \
