@@ -94,7 +94,7 @@ pub async fn run(
 ) -> Result<Outcome> {
     let url = format!("{base}/v1/webhooks/inbound");
     let count = match plan {
-        Plan::ClosedFor(d) => estimate(d, 3_000),
+        Plan::ClosedFor(d) => estimate(d, 8_000),
         Plan::ClosedCount(n) => n,
         Plan::Rate { per_second, for_ } => (per_second as f64 * for_.as_secs_f64()).ceil() as usize,
     };
