@@ -673,6 +673,31 @@ async fn a_hook_over_its_rate_limit_gets_429_with_retry_after() {
     assert_eq!(leads, 4, "a 429 stores no lead");
 }
 
+/// A request decided again because its remembered hook changed (see below) is one request
+/// to the hook's rate limit, not two.
+#[tokio::test]
+async fn a_rechecked_request_counts_once_against_the_rate_limit() {
+    let app = TestApp::start().await;
+    let hook = app.hook("website-form", "default", false).await;
+    leadflow::hooks::set_rate_limit(&app.db.pool, "website-form", Some(3))
+        .await
+        .expect("limit");
+    let post = |i: u32| {
+        let body = sample("website-form", &us_phone(120 + i));
+        let (app, token) = (&app, &hook.token);
+        async move { app.post_json(token, &body).await }
+    };
+    assert_eq!(post(0).await.0, 200, "remembers the hook");
+    // Any change to the row gives it a new version: the next request is rechecked.
+    sqlx::query("UPDATE hooks SET auto_callback = auto_callback WHERE name = 'website-form'")
+        .execute(&app.db.pool)
+        .await
+        .expect("touch the hook");
+    assert_eq!(post(1).await.0, 200, "rechecked");
+    assert_eq!(post(2).await.0, 200, "the third request of three allowed");
+    assert_eq!(post(3).await.0, 429, "the fourth");
+}
+
 /// Changes made elsewhere (another process, an operator's SQL) reach a hook the service has
 /// remembered by its token at the very next request: the transaction that stores a lead
 /// confirms the hook, and every other answer is decided from the database.

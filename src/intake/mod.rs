@@ -77,8 +77,12 @@ enum Payload {
 enum Pass {
     Answered(Result<Response, ApiError>),
     /// The hook was remembered, and the answer it led to was not a confirmed acceptance: the
-    /// request must be decided again with the hook read from the database.
-    Recheck(Payload),
+    /// request must be decided again with the hook read from the database. `counted`: the
+    /// rate limiter has counted the request already (it is not counted twice).
+    Recheck {
+        payload: Payload,
+        counted: bool,
+    },
 }
 
 async fn authenticate_and_handle(
@@ -100,15 +104,24 @@ async fn authenticate_and_handle(
         .await;
     };
     let found = intake.tokens.find(pool, token).await;
-    let payload = match handle(intake, meta, Payload::Unread(body), found, hook_label).await {
+    let first = handle(
+        intake,
+        meta,
+        Payload::Unread(body),
+        false,
+        found,
+        hook_label,
+    )
+    .await;
+    let (payload, counted) = match first {
         Pass::Answered(answer) => return answer,
-        Pass::Recheck(payload) => payload,
+        Pass::Recheck { payload, counted } => (payload, counted),
     };
     let found = intake.tokens.look_up(pool, token).await;
-    match handle(intake, meta, payload, found, hook_label).await {
+    match handle(intake, meta, payload, counted, found, hook_label).await {
         Pass::Answered(answer) => answer,
         // Only a remembered hook asks for a recheck, and this one was just read.
-        Pass::Recheck(_) => Err(ApiError::unavailable()),
+        Pass::Recheck { .. } => Err(ApiError::unavailable()),
     }
 }
 
@@ -116,6 +129,7 @@ async fn handle(
     intake: &Intake,
     meta: &RequestMeta,
     payload: Payload,
+    counted: bool,
     found: Result<Option<tokens::Found>, sqlx::Error>,
     hook_label: &OnceLock<String>,
 ) -> Pass {
@@ -130,23 +144,26 @@ async fn handle(
     };
     let _ = hook_label.set(token_hook.name.clone());
     // Every answer but a stored lead is given only with the hook as the database has it now.
+    // Past the rate limit, the request has been counted.
     let refuse = |hook: Option<&Hook>, payload: Payload, body: Option<&Bytes>, err: ApiError| {
         let hook = hook.cloned();
         let body = body.cloned();
         let fresh = remembered.is_none();
+        let counted = err.code != StatusCode::TOO_MANY_REQUESTS;
         async move {
             if fresh {
                 Pass::Answered(reject(pool, meta, hook.as_ref(), body.as_deref(), err).await)
             } else {
-                Pass::Recheck(payload)
+                Pass::Recheck { payload, counted }
             }
         }
     };
 
     // A token over its hook's rate gets 429 before its body is even read.
-    if let Err(wait) = intake
-        .limits
-        .check(token_hook.id, token_hook.rate_limit_per_minute)
+    if !counted
+        && let Err(wait) = intake
+            .limits
+            .check(token_hook.id, token_hook.rate_limit_per_minute)
     {
         let err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -241,7 +258,10 @@ async fn handle(
         remembered: remembered.as_ref(),
     };
     match store::submit(intake, input).await {
-        Err(store::StoreError::HookChanged) => Pass::Recheck(Payload::Read(bytes)),
+        Err(store::StoreError::HookChanged) => Pass::Recheck {
+            payload: Payload::Read(bytes),
+            counted: true,
+        },
         answer => Pass::Answered(answer.map_err(ApiError::from)),
     }
 }
