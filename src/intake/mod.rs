@@ -77,12 +77,18 @@ enum Payload {
 enum Pass {
     Answered(Result<Response, ApiError>),
     /// The hook was remembered, and the answer it led to was not a confirmed acceptance: the
-    /// request must be decided again with the hook read from the database. `counted`: the
-    /// rate limiter has counted the request already (it is not counted twice).
+    /// request must be decided again with the hook read from the database.
     Recheck {
         payload: Payload,
-        counted: bool,
+        counted: Option<Counted>,
     },
+}
+
+/// A request the rate limiter has counted, under the hook's limit then: it is not counted
+/// again under the same limit (a new limit is a new budget, which counts it).
+#[derive(Clone, Copy)]
+struct Counted {
+    per_minute: Option<i32>,
 }
 
 async fn authenticate_and_handle(
@@ -104,15 +110,7 @@ async fn authenticate_and_handle(
         .await;
     };
     let found = intake.tokens.find(pool, token).await;
-    let first = handle(
-        intake,
-        meta,
-        Payload::Unread(body),
-        false,
-        found,
-        hook_label,
-    )
-    .await;
+    let first = handle(intake, meta, Payload::Unread(body), None, found, hook_label).await;
     let (payload, counted) = match first {
         Pass::Answered(answer) => return answer,
         Pass::Recheck { payload, counted } => (payload, counted),
@@ -129,7 +127,7 @@ async fn handle(
     intake: &Intake,
     meta: &RequestMeta,
     payload: Payload,
-    counted: bool,
+    counted: Option<Counted>,
     found: Result<Option<tokens::Found>, sqlx::Error>,
     hook_label: &OnceLock<String>,
 ) -> Pass {
@@ -145,11 +143,12 @@ async fn handle(
     let _ = hook_label.set(token_hook.name.clone());
     // Every answer but a stored lead is given only with the hook as the database has it now.
     // Past the rate limit, the request has been counted.
+    let per_minute = token_hook.rate_limit_per_minute;
     let refuse = |hook: Option<&Hook>, payload: Payload, body: Option<&Bytes>, err: ApiError| {
         let hook = hook.cloned();
         let body = body.cloned();
         let fresh = remembered.is_none();
-        let counted = err.code != StatusCode::TOO_MANY_REQUESTS;
+        let counted = (err.code != StatusCode::TOO_MANY_REQUESTS).then_some(Counted { per_minute });
         async move {
             if fresh {
                 Pass::Answered(reject(pool, meta, hook.as_ref(), body.as_deref(), err).await)
@@ -160,10 +159,8 @@ async fn handle(
     };
 
     // A token over its hook's rate gets 429 before its body is even read.
-    if !counted
-        && let Err(wait) = intake
-            .limits
-            .check(token_hook.id, token_hook.rate_limit_per_minute)
+    if counted.is_none_or(|c| c.per_minute != per_minute)
+        && let Err(wait) = intake.limits.check(token_hook.id, per_minute)
     {
         let err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -260,7 +257,7 @@ async fn handle(
     match store::submit(intake, input).await {
         Err(store::StoreError::HookChanged) => Pass::Recheck {
             payload: Payload::Read(bytes),
-            counted: true,
+            counted: Some(Counted { per_minute }),
         },
         answer => Pass::Answered(answer.map_err(ApiError::from)),
     }
