@@ -29,7 +29,6 @@ pub(super) struct Gate<'a> {
 }
 
 /// A claimed qualify job to hand to this process's worker once the lead is stored.
-#[derive(Clone)]
 pub(super) struct Handover {
     pub handoff: Handoff,
     pub job: StepJob,
@@ -37,15 +36,21 @@ pub(super) struct Handover {
     pub worker: String,
 }
 
-/// A request's verdict and answer, and what becomes of its qualify job once its rows are
-/// stored: handed over, or announced.
+/// A request's answer, and what becomes of its qualify job once its rows are stored.
 pub(super) struct Rows {
-    verdict: Result<ValidLead, Rejection>,
     code: StatusCode,
     body: Value,
-    pub handover: Option<Handover>,
-    /// The qualify job's id when it is queued.
-    queued: Option<String>,
+    /// The rejection's reason, for a rejected lead.
+    rejected: Option<&'static str>,
+    first: FirstJob,
+}
+
+/// An accepted lead's qualify job: handed to this process's worker, or queued (and then
+/// announced).
+enum FirstJob {
+    None,
+    HandedOver(Handover),
+    Queued(String),
 }
 
 impl Rows {
@@ -53,12 +58,12 @@ impl Rows {
     pub(super) fn new(
         input: &Submitted<'_>,
         handoff: Option<&Handoff>,
-        verdict: Result<ValidLead, Rejection>,
+        verdict: &Result<ValidLead, Rejection>,
         gate: Option<Gate<'_>>,
     ) -> Result<(Rows, Query<'static>), StoreError> {
         let lead_id = Uuid::now_v7();
         let run_id = Uuid::now_v7();
-        let (code, body, outcome, log_reason) = match &verdict {
+        let (code, body, outcome, log_reason) = match verdict {
             Ok(valid) => {
                 let auto = valid.is_auto.unwrap_or(input.hook.auto_callback);
                 let body = json!({
@@ -106,39 +111,48 @@ impl Rows {
             Err(_) => Vec::new(),
         };
         let ids = (lead_id, run_id);
-        let query = records_query(input, ids, &verdict, &log, &body, &next, gate)?;
-        let (handover, queued) = match (handoff, worker, next.first()) {
-            (Some(handoff), Some(worker), Some(row)) => {
-                let handover = Handover {
-                    handoff: handoff.clone(),
-                    job,
-                    job_id: row.job_id.clone(),
-                    worker,
-                };
-                (Some(handover), None)
-            }
-            (_, _, Some(row)) => (None, Some(row.job_id.clone())),
-            (_, _, None) => (None, None),
+        let query = records_query(input, ids, verdict, &log, &body, &next, gate)?;
+        let first = match (handoff, worker, next.first()) {
+            (Some(handoff), Some(worker), Some(row)) => FirstJob::HandedOver(Handover {
+                handoff: handoff.clone(),
+                job,
+                job_id: row.job_id.clone(),
+                worker,
+            }),
+            (_, _, Some(row)) => FirstJob::Queued(row.job_id.clone()),
+            (_, _, None) => FirstJob::None,
         };
+        let rejected = verdict.as_ref().err().map(|r| r.reason);
         let rows = Rows {
-            verdict,
             code,
             body,
-            handover,
-            queued,
+            rejected,
+            first,
         };
         Ok((rows, query))
     }
 
+    /// The job to hand over once the rows are stored, if there is one (taken: the answer
+    /// has nothing left to do for it).
+    pub(super) fn take_handover(&mut self) -> Option<Handover> {
+        match std::mem::replace(&mut self.first, FirstJob::None) {
+            FirstJob::HandedOver(handover) => Some(handover),
+            other => {
+                self.first = other;
+                None
+            }
+        }
+    }
+
     /// Announces the stored request's queued job, counts the request and answers it.
     pub(super) fn answer(self, input: &Submitted<'_>, announcements: &Announcements) -> Response {
-        if let Some(job_id) = &self.queued {
+        if let FirstJob::Queued(job_id) = &self.first {
             announcements.announce(queue::queue_name(Step::Qualify), job_id);
         }
-        match &self.verdict {
-            Ok(_) => metrics::lead(&input.hook.name, LeadOutcome::Accepted),
-            Err(r) => {
-                metrics::lead(&input.hook.name, LeadOutcome::Rejected(r.reason));
+        match self.rejected {
+            None => metrics::lead(&input.hook.name, LeadOutcome::Accepted),
+            Some(reason) => {
+                metrics::lead(&input.hook.name, LeadOutcome::Rejected(reason));
                 let workflow = input.hook.workflow.clone();
                 let status = RunStatus::Rejected;
                 Observation::RunFinished { workflow, status }.record();

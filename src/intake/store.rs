@@ -138,10 +138,10 @@ pub async fn submit(intake: &Intake, input: Submitted<'_>) -> Result<Response, S
             lead: valid,
             stamp: input.remembered,
         };
-        let (rows, query) = Rows::new(&input, handoff, Ok(valid.clone()), Some(gate))?;
+        let (mut rows, query) = Rows::new(&input, handoff, &input.verdict, Some(gate))?;
         let pool = pool.clone();
         let write = async move { query.fetch_one(&pool).await?.try_get::<bool, _>(0) };
-        if settle(rows.handover.clone(), write).await? {
+        if settle(rows.take_handover(), write).await? {
             return Ok(rows.answer(&input, &intake.announcements));
         }
     }
@@ -177,9 +177,9 @@ pub async fn submit(intake: &Intake, input: Submitted<'_>) -> Result<Response, S
         },
         Err(rejection) => Err(rejection.clone()),
     };
-    let (rows, query) = Rows::new(&input, handoff, verdict, None)?;
+    let (mut rows, query) = Rows::new(&input, handoff, &verdict, None)?;
     query.execute(&mut *tx).await?;
-    settle(rows.handover.clone(), async move {
+    settle(rows.take_handover(), async move {
         tx.commit().await.map(|()| true)
     })
     .await?;
