@@ -258,7 +258,8 @@ impl<'a> JobColumns<'a> {
 }
 
 /// The `INSERT` of [`JobColumns`] (`$1`–`$9`), to be a caller's statement or a part of it.
-/// apalis's insert trigger announces the queued ones.
+/// apalis's insert trigger announces the queued ones, unless the transaction announces them
+/// itself after its commit ([`crate::announce`]).
 macro_rules! insert_jobs_sql {
     () => {
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \

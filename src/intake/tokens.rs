@@ -3,8 +3,9 @@
 //!
 //! A remembered hook is never trusted alone. It can only lead to a stored lead, and the
 //! transaction that stores the lead first checks that the hook's row is still the version
-//! remembered and the token still one of its own ([`confirm`], or the same test folded into
-//! the blocklist query). Any other answer that a remembered hook would give (429, 404, 403,
+//! remembered and the token still one of its own ([`confirm`], or the same test,
+//! [`unchanged_sql!`], folded into the blocklist query or into the gate of the statement that
+//! stores a lead on its own). Any other answer that a remembered hook would give (429, 404, 403,
 //! 415, 413, 400) is decided again from the database. So a rotation, a disabled hook or a new
 //! rate limit takes effect at the very next request, in every process, with no notification
 //! to wait for.
