@@ -80,7 +80,7 @@ pub async fn push_step_keyed(
     push(conn, step, job.run_id, vec![task]).await
 }
 
-/// A job to push with [`push_steps`].
+/// A step job to insert: due at `run_at` (now if `None`), with its retry budget ([`JobRow`]).
 #[derive(Debug, Clone, Copy)]
 pub struct NewJob {
     pub job: StepJob,
