@@ -205,6 +205,10 @@ impl TestApp {
             service: None,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // Shorter than the server's 60 s keep-alive idle timeout: a connection reused
+                // just as the server closes it fails (seen after the provider-outage test's
+                // 60 s wait).
+                .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
             workflows,
