@@ -27,6 +27,14 @@ impl Clock {
         }
     }
 
+    /// What this clock reads at real instant `at` (a time another system reported).
+    pub fn from_real(&self, at: Timestamp) -> Timestamp {
+        match self {
+            Clock::System => at,
+            Clock::Offset(by) => at.checked_add(*by).unwrap_or(at),
+        }
+    }
+
     pub fn now(&self) -> Timestamp {
         match self {
             Clock::System => Timestamp::now(),
@@ -49,5 +57,8 @@ mod tests {
         assert!((first - target).abs().get_seconds() < 2);
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(clock.now() > first);
+        let real = Timestamp::now();
+        assert_eq!(clock.from_real(clock.to_real(target)), target);
+        assert_eq!(clock.to_real(clock.from_real(real)), real);
     }
 }

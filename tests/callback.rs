@@ -456,10 +456,11 @@ async fn a_timeout_after_sending_waits_for_a_status_and_never_calls_twice() {
 }
 
 #[tokio::test]
-async fn when_no_status_comes_within_the_window_the_next_attempt_may_call() {
+async fn when_the_provider_never_saw_the_call_the_lookup_lets_the_next_attempt_call() {
     let fake = FakeTwilio::start().await;
+    // The request goes out but never reaches Twilio, and no answer comes back (1 s timeout).
     fake.script([
-        Reply::created().delayed(Duration::from_secs(2)),
+        Reply::Unseen(Duration::from_secs(2)),
         Reply::created_then("completed"),
     ]);
     let app = app(twilio(&fake), Clock::System, callbacks()).await; // unknown window: 3 s
@@ -474,7 +475,78 @@ async fn when_no_status_comes_within_the_window_the_next_attempt_may_call() {
         .map(|a| a["outcome"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(outcomes, vec!["lost", "called"]);
-    assert_eq!(fake.requests().len(), 2);
+    let lookups = timeline_events(&view, "call.lookup");
+    assert_eq!(lookups.len(), 1, "{lookups:#?}");
+    assert_eq!(lookups[0]["detail"]["result"], "none");
+    assert_eq!(lookups[0]["detail"]["attempt"], 1);
+    assert_eq!(fake.created_calls().len(), 1, "one call reached Twilio");
+    assert_eq!(fake.lookups(), 1);
+}
+
+/// `leadflow_call_lookups_total{result}` as this process's recorder has it now.
+fn lookups_counted(result: &str) -> f64 {
+    let text = leadflow::metrics::handle().render();
+    let series = format!("leadflow_call_lookups_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_call_whose_answer_was_lost_is_found_by_the_lookup_and_never_placed_again() {
+    let fake = FakeTwilio::start().await;
+    // Twilio creates the call, then answers after the client gave up (1 s), and its status
+    // callbacks never come: only the Calls list can tell the call went out.
+    fake.withhold_callbacks();
+    fake.script([Reply::created_then("completed").answered_after(Duration::from_secs(2))]);
+    // And it cannot be asked at first: two lookups fail before one gets through.
+    fake.fail_lookups(2);
+    let (errors, adopted) = (lookups_counted("error"), lookups_counted("adopted"));
+    let app = app(twilio(&fake), Clock::System, callbacks()).await; // unknown window: 3 s
+    let hook = app.hook("fast", "fast-callback", true).await;
+    let id = submit(&app, &hook.token, &sample("fast", "650-253-0111")).await;
+    eventually(
+        "the attempt to be unknown",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = app.get_lead(&id).await;
+            v["callback"]["attempts"][0]["state"] == "unknown"
+        },
+    )
+    .await;
+    eventually("a failed lookup", Duration::from_secs(15), || async {
+        fake.lookups() >= 1
+    })
+    .await;
+    let (_, view) = app.get_lead(&id).await;
+    assert_eq!(view["run"]["status"], "calling", "still waiting: {view:#}");
+    let view = app
+        .wait_for_run(&id, "called", Duration::from_secs(30))
+        .await;
+    assert_eq!(fake.created_calls().len(), 1, "no second call, ever");
+    assert_eq!(fake.requests().len(), 1);
+    let sid = fake.created_calls()[0].call_sid.clone().expect("sid");
+    let attempts = view["callback"]["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["provider_call_id"], json!(sid));
+    assert_eq!(attempts[0]["outcome"], "called");
+    let lookups = timeline_events(&view, "call.lookup");
+    let results: Vec<&str> = lookups
+        .iter()
+        .map(|e| e["detail"]["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["error", "error", "adopted"], "{lookups:#?}");
+    assert_eq!(lookups[2]["detail"]["provider_call_id"], json!(sid));
+    assert_eq!(lookups[2]["detail"]["status"], "completed");
+    // Each failed lookup waited its backoff step (1 s, then 2 s, before jitter) first.
+    let at = |i: usize| ts(&lookups[i]["at"]);
+    let gap = |a: usize, b: usize| (at(b) - at(a)).total(jiff::Unit::Millisecond).expect("ms");
+    assert!(gap(0, 1) >= 1000.0, "asked again after {}ms", gap(0, 1));
+    assert!(gap(1, 2) >= 1000.0, "asked again after {}ms", gap(1, 2));
+    assert_eq!(fake.lookups(), 3);
+    assert!(lookups_counted("error") - errors >= 2.0);
+    assert!(lookups_counted("adopted") - adopted >= 1.0);
 }
 
 #[tokio::test]

@@ -282,6 +282,62 @@ async fn an_invalid_number_is_refused_for_good(backend: Backend) {
     assert_eq!(h.provider_side_calls(), 0);
 }
 
+async fn the_call_list_finds_a_placed_call_by_its_number_and_day(backend: Backend) {
+    let mut h = Harness::new(backend, &["completed"]).await;
+    let before = jiff::Timestamp::now();
+    let req = h.request(1);
+    let placed = h.provider.place(&req).await.unwrap();
+    let mut elsewhere = h.request(2);
+    elsewhere.to = "+14155550999".into();
+    h.provider.place(&elsewhere).await.unwrap();
+    h.call_events().await;
+    h.call_events().await;
+
+    let listed = h.provider.calls_to(LEAD, before).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the calls to that number: {listed:#?}"
+    );
+    let call = &listed[0];
+    assert_eq!(call.call_sid, placed.call_sid);
+    assert_eq!((call.to.as_str(), call.from.as_str()), (LEAD, CALLER_ID));
+    // Twilio lists creation times to the second.
+    let skew = call.created.duration_since(before).as_secs_f64();
+    assert!(
+        (-1.0..5.0).contains(&skew),
+        "created {skew}s after the request"
+    );
+    assert_eq!(call.status, Some(CallStatus::Completed));
+    assert!(
+        call.url.as_deref().is_none_or(|u| u == req.twiml_url),
+        "a listed URL is the call's own: {:?}",
+        call.url
+    );
+    let event = call.status_event().expect("a status leadflow knows");
+    assert_eq!(event.call_sid, placed.call_sid);
+    assert!(event.answered_by_human());
+
+    let tomorrow = before
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .unwrap();
+    assert!(
+        h.provider
+            .calls_to(LEAD, tomorrow)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.provider
+            .calls_to("+14155550777", before)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.provider_side_calls(), 2, "listing places no call");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod twilio_contract {
@@ -299,6 +355,7 @@ contract!(
     a_completed_call_reports_its_progress,
     outcomes_follow_the_leads_attempts,
     an_invalid_number_is_refused_for_good,
+    the_call_list_finds_a_placed_call_by_its_number_and_day,
 );
 
 // ---- Twilio only ---------------------------------------------------------------------------
@@ -644,4 +701,88 @@ async fn the_simulator_reports_after_its_delay() {
         (report.attempt_id, report.call_sid),
         (req.attempt_id, placed.call_sid)
     );
+}
+
+#[tokio::test]
+async fn the_call_list_is_asked_with_twilios_filters_and_fails_as_an_error() {
+    let h = Harness::new(Backend::Twilio, &["busy"]).await;
+    let fake = h.fake.as_ref().unwrap();
+    let placed = h.provider.place(&h.request(1)).await.unwrap();
+    // A call whose answer never came back is listed all the same.
+    fake.push(Reply::created().answered_after(Duration::from_secs(2)));
+    let lost = h.provider.place(&h.request(2)).await.unwrap_err();
+    assert!(matches!(lost, PlaceError::Unknown(_)), "{lost:?}");
+    let since = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_mins(1))
+        .unwrap();
+    let listed = h.provider.calls_to(LEAD, since).await.unwrap();
+    let sids: Vec<_> = listed.iter().map(|c| c.call_sid.as_str()).collect();
+    assert_eq!(sids.len(), 2, "{sids:?}");
+    assert!(sids.contains(&placed.call_sid.as_str()));
+    let answerless = listed
+        .iter()
+        .find(|c| c.call_sid != placed.call_sid)
+        .unwrap();
+    assert_eq!(answerless.status, Some(CallStatus::Queued));
+    assert!(
+        listed.iter().all(|c| c.url.is_none()),
+        "Twilio lists no Url"
+    );
+    assert_eq!(fake.lookups(), 1);
+
+    fake.fail_lookups(1);
+    let err = h.provider.calls_to(LEAD, since).await.unwrap_err();
+    assert!(
+        matches!(&err, PlaceError::Transient(m) if m.contains("503")),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("4155550123"),
+        "numbers are masked: {err}"
+    );
+    assert_eq!(h.provider.calls_to(LEAD, since).await.unwrap().len(), 2);
+    assert_eq!(fake.created_calls().len(), 2, "listing places no call");
+}
+
+/// A Calls list whose next page points elsewhere: a lookup that cannot read the whole list
+/// must fail rather than say "none".
+#[tokio::test]
+async fn a_call_list_that_cannot_be_read_whole_is_an_error() {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let base = format!(
+        "http://{}",
+        acceptor.local_addr()[0].as_socket_addr().unwrap()
+    );
+    let app = poem::endpoint::make(move |req: poem::Request| async move {
+        let query = req.uri().query().unwrap_or_default().to_owned();
+        assert!(query.contains("To=%2B14155550123"), "{query}");
+        assert!(query.contains("StartTime%3E=20"), "{query}");
+        let body = serde_json::json!({
+            "calls": [],
+            "next_page_uri": "https://elsewhere.example/steal?Page=1",
+        });
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(body.to_string())
+    });
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    let client = Twilio::new(TwilioConfig {
+        api_base: base,
+        ..TwilioConfig::new("AC1", "token")
+    })
+    .unwrap();
+    let err = client
+        .calls_to(LEAD, jiff::Timestamp::now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PlaceError::Transient(m) if m.contains("next page")),
+        "{err:?}"
+    );
+    server.abort();
 }

@@ -46,6 +46,7 @@ pub const STEP_RUNS: &str = "leadflow_step_runs_total";
 pub const STEP_DURATION: &str = "leadflow_step_duration_seconds";
 pub const RUNS_FINISHED: &str = "leadflow_runs_finished_total";
 pub const CALLBACK_ATTEMPTS: &str = "leadflow_callback_attempts_total";
+pub const CALL_LOOKUPS: &str = "leadflow_call_lookups_total";
 pub const SPEED_TO_LEAD: &str = "leadflow_speed_to_lead_seconds";
 pub const QUEUE_JOBS: &str = "leadflow_queue_jobs";
 pub const QUEUE_OLDEST_PENDING_AGE: &str = "leadflow_queue_oldest_pending_age_seconds";
@@ -57,7 +58,7 @@ pub const DB_POOL_MAX: &str = "leadflow_db_pool_max";
 pub const BUILD_INFO: &str = "leadflow_build_info";
 
 /// Every metric leadflow exports (dashboards may use no other `leadflow_` name).
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     INTAKE_REQUESTS,
     INTAKE_DURATION,
     LEADS,
@@ -66,6 +67,7 @@ pub const ALL: [&str; 17] = [
     STEP_DURATION,
     RUNS_FINISHED,
     CALLBACK_ATTEMPTS,
+    CALL_LOOKUPS,
     SPEED_TO_LEAD,
     QUEUE_JOBS,
     QUEUE_OLDEST_PENDING_AGE,
@@ -185,6 +187,11 @@ fn describe() {
         CALLBACK_ATTEMPTS,
         Count,
         "Callback attempts by team and final outcome"
+    );
+    describe_counter!(
+        CALL_LOOKUPS,
+        Count,
+        "Provider lookups for calls whose answer was lost, by result: adopted (the call was found), none (it never went out), error (the provider could not be asked)"
     );
     describe_histogram!(
         SPEED_TO_LEAD,

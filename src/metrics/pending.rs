@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use metrics::{counter, histogram};
 
-use super::{CALLBACK_ATTEMPTS, RUNS_FINISHED, SPEED_TO_LEAD};
+use super::{CALL_LOOKUPS, CALLBACK_ATTEMPTS, RUNS_FINISHED, SPEED_TO_LEAD};
 use crate::lead::{RunStatus, Step};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +17,8 @@ pub enum Observation {
     RunFinished { workflow: String, status: RunStatus },
     /// A call attempt got its final outcome.
     CallbackAttempt { team: String, outcome: &'static str },
+    /// The provider was asked whether a call whose answer was lost went out.
+    CallLookup { result: &'static str },
     /// A run's first call went out, `seconds` after the lead was accepted.
     SpeedToLead {
         team: String,
@@ -37,6 +39,9 @@ impl Observation {
             }
             Observation::CallbackAttempt { team, outcome } => {
                 counter!(CALLBACK_ATTEMPTS, "team" => team, "outcome" => outcome).increment(1);
+            }
+            Observation::CallLookup { result } => {
+                counter!(CALL_LOOKUPS, "result" => result).increment(1);
             }
             Observation::SpeedToLead {
                 team,

@@ -72,6 +72,43 @@ pub type PlaceFuture<'a> = Pin<Box<dyn Future<Output = Result<Placed, PlaceError
 pub type StatusFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<StatusEvent>, PlaceError>> + Send + 'a>>;
 
+/// The future [`Provider::calls_to`] returns: the calls the provider lists.
+pub type ListFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<ListedCall>, PlaceError>> + Send + 'a>>;
+
+/// A call as the provider lists it: enough to tell whether it is an attempt's call whose
+/// answer was lost, and how it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCall {
+    pub call_sid: String,
+    pub to: String,
+    pub from: String,
+    /// When the provider created the call, by the provider's clock.
+    pub created: jiff::Timestamp,
+    /// The TwiML URL the call runs, where the provider lists it. Twilio's Call resource does
+    /// not; the simulator does.
+    pub url: Option<String>,
+    pub status: Option<CallStatus>,
+    pub answered_by: Option<String>,
+    pub duration: Option<u32>,
+}
+
+impl ListedCall {
+    /// The listed call as the status callback that would bring its status; `None` when the
+    /// provider gave no status leadflow knows.
+    pub fn status_event(&self) -> Option<StatusEvent> {
+        Some(StatusEvent {
+            call_sid: self.call_sid.clone(),
+            call_status: self.status?,
+            sequence_number: None,
+            answered_by: self.answered_by.clone(),
+            call_duration: self.duration,
+            sip_response_code: None,
+            error_code: None,
+        })
+    }
+}
+
 /// Places outbound calls. Implementations are held to one contract suite
 /// (`tests/provider_contract.rs`).
 pub trait Provider: Send + Sync {
@@ -86,6 +123,12 @@ pub trait Provider: Send + Sync {
     /// network blip, a provider that does not retry them); this settles a call they never
     /// reported on.
     fn status<'a>(&'a self, call_sid: &'a str) -> StatusFuture<'a>;
+
+    /// Lists the calls to `to` the provider created since the start of `since`'s UTC day
+    /// (Twilio filters by date), newest first. A call whose create request got no answer
+    /// (a crash, a timeout) is found this way, so that it is adopted rather than placed again.
+    /// An error means the provider could not be asked: nothing may be concluded from it.
+    fn calls_to<'a>(&'a self, to: &'a str, since: jiff::Timestamp) -> ListFuture<'a>;
 }
 
 /// A call's status in Twilio's words, which the simulator reuses.

@@ -3,15 +3,16 @@
 //! would, as a [`SimReport`] on a channel. The receiving end feeds them to the same status
 //! handling as Twilio's webhook, so the simulator never calls up into steps.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{
-    CallRequest, CallStatus, PlaceError, PlaceFuture, Placed, Provider, StatusEvent, StatusFuture,
-    mask_phone,
+    CallRequest, CallStatus, ListFuture, ListedCall, PlaceError, PlaceFuture, Placed, Provider,
+    StatusEvent, StatusFuture, mask_phone,
 };
 
 pub const DEFAULT_DELAY: Duration = Duration::from_millis(1000);
@@ -125,11 +126,18 @@ pub fn events_for(call_sid: &str, outcome: CallStatus) -> Vec<StatusEvent> {
         .collect()
 }
 
+/// Calls the simulator remembers for [`Provider::calls_to`]; older ones are forgotten, as a
+/// lookup only ever asks about the last minutes.
+const REMEMBERED_CALLS: usize = 10_000;
+
 /// The simulated provider.
 pub struct Sim {
     config: SimConfig,
     sink: UnboundedSender<SimReport>,
     outstanding: Arc<AtomicUsize>,
+    /// The calls placed, newest last. They live in this process, like the calls themselves:
+    /// after a crash the simulator has placed none.
+    placed: Mutex<VecDeque<ListedCall>>,
 }
 
 impl Sim {
@@ -138,7 +146,16 @@ impl Sim {
             config,
             sink,
             outstanding: Arc::new(AtomicUsize::new(0)),
+            placed: Mutex::new(VecDeque::new()),
         }
+    }
+
+    fn remember(&self, call: ListedCall) {
+        let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        if placed.len() >= REMEMBERED_CALLS {
+            placed.pop_front();
+        }
+        placed.push_back(call);
     }
 
     /// Calls placed whose report is not yet consumed. Incremented here when a call is placed;
@@ -175,6 +192,17 @@ impl Sim {
             call_sid: call_sid.clone(),
             events: events_for(&call_sid, outcome),
         };
+        let last = report.events.last();
+        self.remember(ListedCall {
+            call_sid: call_sid.clone(),
+            to: req.to.clone(),
+            from: req.from.clone(),
+            created: jiff::Timestamp::now(),
+            url: Some(req.twiml_url.clone()),
+            status: last.map(|e| e.call_status),
+            answered_by: last.and_then(|e| e.answered_by.clone()),
+            duration: last.and_then(|e| e.call_duration),
+        });
         let sink = self.sink.clone();
         let delay = self.config.delay;
         let outstanding = self.outstanding.clone();
@@ -208,6 +236,22 @@ impl Provider for Sim {
         let outcome = sim_attempt(call_sid).map(|n| self.config.outcome_for(n));
         let event = outcome.and_then(|o| events_for(call_sid, o).pop());
         Box::pin(std::future::ready(Ok(event)))
+    }
+
+    fn calls_to<'a>(&'a self, to: &'a str, since: jiff::Timestamp) -> ListFuture<'a> {
+        // As Twilio filters: from the start of `since`'s UTC day.
+        let day = since
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .start_of_day()
+            .map_or(since, |d| d.timestamp());
+        let placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = placed
+            .iter()
+            .rev()
+            .filter(|c| c.to == to && c.created >= day)
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(calls)))
     }
 }
 

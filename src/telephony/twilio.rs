@@ -22,8 +22,8 @@ pub use status::{StatusFormError, parse_status};
 pub use twiml::{MAX_SIMULTANEOUS, dial_connected, twiml, twiml_hangup, twiml_sequence_leg};
 
 use super::{
-    CallRequest, PlaceError, PlaceFuture, Placed, Provider, StatusEvent, StatusFuture, mask_phone,
-    redact_phones,
+    CallRequest, ListFuture, ListedCall, PlaceError, PlaceFuture, Placed, Provider, StatusEvent,
+    StatusFuture, mask_phone, redact_phones,
 };
 
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
@@ -228,6 +228,133 @@ impl Provider for Twilio {
 
     fn status<'a>(&'a self, call_sid: &'a str) -> StatusFuture<'a> {
         Box::pin(self.fetch_call(call_sid))
+    }
+
+    fn calls_to<'a>(&'a self, to: &'a str, since: jiff::Timestamp) -> ListFuture<'a> {
+        Box::pin(self.list_calls(to, since))
+    }
+}
+
+/// Pages of a call list read at most: a lead's number gets a handful of calls a day, so more
+/// means a filter was ignored, and the lookup must stay bounded in time.
+const MAX_LIST_PAGES: usize = 5;
+
+/// One page of `GET …/Calls.json`.
+#[derive(Deserialize)]
+struct CallPage {
+    #[serde(default)]
+    calls: Vec<ListedResource>,
+    next_page_uri: Option<String>,
+}
+
+/// A call in a list (the fields leadflow reads). Twilio's resource has no `url`: the TwiML
+/// URL a call was created with is not listed.
+#[derive(Deserialize)]
+struct ListedResource {
+    sid: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    from: String,
+    /// RFC 2822, e.g. `Mon, 07 Dec 2026 20:40:24 +0000`.
+    date_created: Option<String>,
+    status: Option<String>,
+    answered_by: Option<String>,
+    duration: Option<String>,
+}
+
+impl ListedResource {
+    /// `None` for an entry without a creation date leadflow can read: it cannot be matched to
+    /// an attempt's time, so it is not taken as one.
+    fn into_listed(self) -> Option<ListedCall> {
+        let created = jiff::fmt::rfc2822::parse(self.date_created.as_deref()?)
+            .ok()?
+            .timestamp();
+        Some(ListedCall {
+            call_sid: self.sid,
+            to: self.to,
+            from: self.from,
+            created,
+            url: None,
+            status: self.status.as_deref().and_then(|s| s.parse().ok()),
+            answered_by: self.answered_by,
+            duration: self.duration.and_then(|d| d.parse().ok()),
+        })
+    }
+}
+
+impl Twilio {
+    /// `GET …/Calls.json?To={to}&StartTime>={date}`, following `next_page_uri` within this
+    /// account's Calls list only (never to another host or path).
+    async fn list_calls(
+        &self,
+        to: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Vec<ListedCall>, PlaceError> {
+        let day = since.strftime("%Y-%m-%d").to_string();
+        let failed = |what: String| {
+            PlaceError::Transient(format!(
+                "could not list Twilio's calls to {}: {what}",
+                mask_phone(to)
+            ))
+        };
+        let first = reqwest::Url::parse_with_params(
+            &self.calls_url,
+            [("To", to), ("StartTime>", day.as_str()), ("PageSize", "50")],
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let list_path = format!(
+            "/2010-04-01/Accounts/{}/Calls.json",
+            self.config.account_sid
+        );
+        let mut next = Some(first);
+        let mut calls = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let Some(url) = next.take() else {
+                return Ok(calls);
+            };
+            let response = self
+                .http
+                .get(url)
+                .basic_auth(&self.config.account_sid, Some(&self.config.auth_token))
+                .send()
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| failed(error_chain(&e)))?;
+            if !status.is_success() {
+                return Err(failed(format!(
+                    "Twilio answered {status}: {}",
+                    snippet(&body)
+                )));
+            }
+            let page: CallPage = serde_json::from_slice(&body)
+                .map_err(|e| failed(format!("unreadable page: {e}")))?;
+            calls.extend(
+                page.calls
+                    .into_iter()
+                    .filter_map(ListedResource::into_listed),
+            );
+            next = match page.next_page_uri {
+                None => None,
+                // A page left unread could hold the call: the list counts only when whole.
+                Some(uri) if !uri.starts_with(&list_path) => {
+                    return Err(failed(format!("a next page outside the Calls list: {uri}")));
+                }
+                Some(uri) => Some(
+                    reqwest::Url::parse(&self.calls_url)
+                        .and_then(|base| base.join(&uri))
+                        .map_err(|e| failed(e.to_string()))?,
+                ),
+            };
+        }
+        match next {
+            None => Ok(calls),
+            Some(_) => Err(failed(format!("more than {MAX_LIST_PAGES} pages"))),
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! error body, or nothing for a while. Like Twilio it then calls back: after a created call
 //! it can play the call's status callbacks to the request's `StatusCallback`, signed with
 //! `X-Twilio-Signature`. The signature is computed here independently of leadflow's own,
-//! so the two keep each other honest.
+//! so the two keep each other honest. It answers `GET …/Calls/{sid}.json` and the Calls list
+//! (`GET …/Calls.json?To=…&StartTime>=…`) from the calls it created, as Twilio's resources
+//! read (no `url` field).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -39,6 +41,12 @@ pub enum Reply {
     Raw { status: u16, body: String },
     /// Wait, then answer; longer than the client's timeout provokes it.
     Delay(Duration, Box<Reply>),
+    /// Do what the reply says (create the call, say) at once, then wait before answering:
+    /// the call exists while its answer is still on its way.
+    AnswerAfter(Duration, Box<Reply>),
+    /// The request never reaches Twilio: it is not recorded and creates nothing; after the
+    /// wait the client gets a 503 (if it is still there).
+    Unseen(Duration),
 }
 
 impl Reply {
@@ -75,6 +83,9 @@ impl Reply {
     pub fn delayed(self, by: Duration) -> Reply {
         Reply::Delay(by, Box::new(self))
     }
+    pub fn answered_after(self, by: Duration) -> Reply {
+        Reply::AnswerAfter(by, Box::new(self))
+    }
 }
 
 /// How [`FakeTwilio::send_status`] signs.
@@ -98,6 +109,8 @@ pub struct Recorded {
     pub form: Vec<(String, String)>,
     pub answered: u16,
     pub call_sid: Option<String>,
+    /// When the call was created, for a created one.
+    pub created: Option<jiff::Timestamp>,
     /// For a created call: the outcome the fake was scripted to play, if any.
     pub outcome: Option<String>,
 }
@@ -137,6 +150,11 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     callbacks: Mutex<Vec<SentCallback>>,
     callback_delay: Mutex<Duration>,
+    /// Status callbacks are never sent, as when leadflow's public URL is unreachable.
+    withhold_callbacks: std::sync::atomic::AtomicBool,
+    /// Calls-list requests still to be answered 503, and how many came.
+    failing_lookups: std::sync::atomic::AtomicUsize,
+    lookups: std::sync::atomic::AtomicUsize,
     public_url: Mutex<Option<String>>,
     http: reqwest::Client,
     /// Create-call requests being answered now, and the most there ever were at once.
@@ -181,6 +199,9 @@ impl FakeTwilio {
             requests: Mutex::new(Vec::new()),
             callbacks: Mutex::new(Vec::new()),
             callback_delay: Mutex::new(Duration::from_millis(20)),
+            withhold_callbacks: std::sync::atomic::AtomicBool::new(false),
+            failing_lookups: std::sync::atomic::AtomicUsize::new(0),
+            lookups: std::sync::atomic::AtomicUsize::new(0),
             public_url: Mutex::new(None),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -229,6 +250,22 @@ impl FakeTwilio {
     pub fn set_callback_delay(&self, delay: Duration) {
         *lock(&self.state.callback_delay) = delay;
     }
+    /// Never send status callbacks (calls still end as scripted, as the Calls API reads).
+    pub fn withhold_callbacks(&self) {
+        self.state
+            .withhold_callbacks
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Answer the next `n` Calls-list requests 503, as an outage would.
+    pub fn fail_lookups(&self, n: usize) {
+        self.state
+            .failing_lookups
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Calls-list requests received so far, failed ones included.
+    pub fn lookups(&self) -> usize {
+        self.state.lookups.load(std::sync::atomic::Ordering::SeqCst)
+    }
     /// Refuse (21205 / 21609) a `Url` or `StatusCallback` outside this prefix, e.g.
     /// `LEADFLOW_PUBLIC_URL`: the URLs Twilio will sign must be the ones leadflow checks.
     pub fn require_public_url(&self, prefix: &str) {
@@ -246,11 +283,11 @@ impl FakeTwilio {
     pub fn requests(&self) -> Vec<Recorded> {
         lock(&self.state.requests).clone()
     }
-    /// The requests answered 201: the calls Twilio would have placed.
+    /// The calls the fake created, answered or not: the calls Twilio would have placed.
     pub fn created_calls(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
-            .filter(|r| r.answered == 201)
+            .filter(|r| r.call_sid.is_some())
             .collect()
     }
     pub fn callbacks(&self) -> Vec<SentCallback> {
@@ -506,10 +543,31 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
         form,
         answered: 0,
         call_sid: None,
+        created: None,
         outcome: None,
     };
     if record.method == "GET" {
-        return fetch_call(&state, &record);
+        return match req.uri().query() {
+            Some(query) if record.path.ends_with("/Calls.json") => {
+                list_calls(&state, &record, query)
+            }
+            _ => fetch_call(&state, &record),
+        };
+    }
+    let unseen = {
+        let mut script = lock(&state.script);
+        match script.front() {
+            Some(Reply::Unseen(wait)) => {
+                let wait = *wait;
+                script.pop_front();
+                Some(wait)
+            }
+            _ => None,
+        }
+    };
+    if let Some(wait) = unseen {
+        tokio::time::sleep(wait).await;
+        return twilio_error(503, 20503, "Service Unavailable");
     }
     let index = {
         let mut requests = lock(&state.requests);
@@ -523,17 +581,24 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
     state
         .max_in_flight
         .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-    let (response, status, created) = answer(&state, &record).await;
+    let (response, status, created, answer_after) = answer(&state, &record).await;
+    {
+        let mut requests = lock(&state.requests);
+        requests[index].call_sid = created.as_ref().map(|(sid, _)| sid.clone());
+        requests[index].created = created.as_ref().map(|_| jiff::Timestamp::now());
+        requests[index].outcome = created.as_ref().and_then(|(_, o)| o.clone());
+    }
+    if let Some(wait) = answer_after {
+        tokio::time::sleep(wait).await;
+    }
     state
         .in_flight
         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    {
-        let mut requests = lock(&state.requests);
-        requests[index].answered = status;
-        requests[index].call_sid = created.as_ref().map(|(sid, _)| sid.clone());
-        requests[index].outcome = created.as_ref().and_then(|(_, o)| o.clone());
-    }
-    if let Some((sid, Some(outcome))) = created {
+    lock(&state.requests)[index].answered = status;
+    let withheld = state
+        .withhold_callbacks
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if let Some((sid, Some(outcome))) = created.filter(|_| !withheld) {
         let state = state.clone();
         let delay = *lock(&state.callback_delay);
         tokio::spawn(async move {
@@ -567,22 +632,109 @@ fn fetch_call(state: &State, r: &Recorded) -> Response {
     let Some(call) = call else {
         return twilio_error(404, 20404, "The requested resource was not found");
     };
+    json_response(200, call_resource(state, &call).to_string())
+}
+
+/// A created call as Twilio's Call resource reads: its scripted outcome as its status
+/// (`queued` when none was scripted), and no `url`, which Twilio does not list.
+fn call_resource(state: &State, call: &Recorded) -> serde_json::Value {
     let (status, answered_by) = match call.outcome.as_deref() {
         Some("machine") => ("completed", Some("machine_start")),
         Some("completed") => ("completed", Some("human")),
         Some(other) => (other, None),
         None => ("queued", None),
     };
-    let body =
-        json!({ "sid": sid, "status": status, "answered_by": answered_by, "duration": "30" });
+    let sid = call.call_sid.as_deref().unwrap_or_default();
+    let created = call
+        .created
+        .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string());
+    json!({
+        "sid": sid,
+        "account_sid": state.account_sid,
+        "to": call.field("To"),
+        "from": call.field("From"),
+        "status": status,
+        "answered_by": answered_by,
+        "duration": "30",
+        "date_created": created,
+        "direction": "outbound-api",
+        "uri": format!("/2010-04-01/Accounts/{}/Calls/{sid}.json", state.account_sid),
+    })
+}
+
+/// `GET …/Calls.json?To=…&StartTime>=YYYY-MM-DD`: the created calls to that number from
+/// that UTC day on, newest first, in one page. Not recorded as a request (it places no call).
+fn list_calls(state: &State, r: &Recorded, query: &str) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let authed = r
+        .basic_auth
+        .as_ref()
+        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token);
+    if !authed {
+        return twilio_error(401, 20003, "Authenticate");
+    }
+    if r.path != format!("/2010-04-01/Accounts/{}/Calls.json", state.account_sid) {
+        return twilio_error(404, 20404, "The requested resource was not found");
+    }
+    state.lookups.fetch_add(1, SeqCst);
+    let failing = state
+        .failing_lookups
+        .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+    if failing.is_ok() {
+        return twilio_error(503, 20503, "Service Unavailable");
+    }
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let from_day = match param("StartTime>").map(|d| d.parse::<jiff::civil::Date>()) {
+        Some(Ok(day)) => Some(day),
+        Some(Err(_)) => return twilio_error(400, 20001, "StartTime> must be YYYY-MM-DD"),
+        None => None,
+    };
+    let to = param("To");
+    let mut calls: Vec<Recorded> = lock(&state.requests)
+        .iter()
+        .filter(|c| c.call_sid.is_some())
+        .filter(|c| to.as_deref().is_none_or(|to| c.field("To") == Some(to)))
+        .filter(|c| {
+            let day = c
+                .created
+                .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date());
+            from_day.is_none_or(|from| day.is_some_and(|d| d >= from))
+        })
+        .cloned()
+        .collect();
+    calls.reverse();
+    let list: Vec<serde_json::Value> = calls.iter().map(|c| call_resource(state, c)).collect();
+    let uri = format!(
+        "/2010-04-01/Accounts/{}/Calls.json?{query}",
+        state.account_sid
+    );
+    let body = json!({
+        "calls": list, "page": 0, "page_size": 50, "start": 0, "end": list.len(),
+        "first_page_uri": uri, "uri": uri, "next_page_uri": null, "previous_page_uri": null,
+    });
     json_response(200, body.to_string())
 }
 
-/// The response, its status, and for a created call its sid and the outcome to play.
-type Answer = (Response, u16, Option<(String, Option<String>)>);
+/// The response, its status, for a created call its sid and the outcome to play, and how long
+/// to hold the answer back after acting on it.
+type Answer = (
+    Response,
+    u16,
+    Option<(String, Option<String>)>,
+    Option<Duration>,
+);
 
 async fn answer(state: &State, r: &Recorded) -> Answer {
-    let error = |status, code, message: &str| (twilio_error(status, code, message), status, None);
+    let error =
+        |status, code, message: &str| (twilio_error(status, code, message), status, None, None);
     let calls_path = format!("/2010-04-01/Accounts/{}/Calls.json", state.account_sid);
     if r.method != "POST" || !r.path.starts_with("/2010-04-01/Accounts/") {
         return error(404, 20404, "The requested resource was not found");
@@ -603,6 +755,7 @@ async fn answer(state: &State, r: &Recorded) -> Answer {
     let mut reply = lock(&state.script)
         .pop_front()
         .unwrap_or_else(|| lock(&state.default_reply).clone());
+    let mut answer_after = None;
     loop {
         return match reply {
             Reply::Delay(by, next) => {
@@ -610,6 +763,12 @@ async fn answer(state: &State, r: &Recorded) -> Answer {
                 reply = *next;
                 continue;
             }
+            Reply::AnswerAfter(by, next) => {
+                answer_after = Some(by);
+                reply = *next;
+                continue;
+            }
+            Reply::Unseen(_) => error(503, 20503, "Service Unavailable"),
             Reply::Created { outcome } => {
                 let sid = format!("CA{}", uuid::Uuid::new_v4().simple());
                 let body = json!({
@@ -627,14 +786,20 @@ async fn answer(state: &State, r: &Recorded) -> Answer {
                     json_response(201, body.to_string()),
                     201,
                     Some((sid, outcome)),
+                    answer_after,
                 )
             }
             Reply::Error {
                 status,
                 code,
                 message,
-            } => error(status, code, &message),
-            Reply::Raw { status, body } => (json_response(status, body), status, None),
+            } => {
+                let (response, status, _, _) = error(status, code, &message);
+                (response, status, None, answer_after)
+            }
+            Reply::Raw { status, body } => {
+                (json_response(status, body), status, None, answer_after)
+            }
         };
     }
 }

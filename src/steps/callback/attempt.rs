@@ -65,6 +65,12 @@ pub(super) struct AttemptRow {
     pub outcome: Option<Outcome>,
     pub place_errors: i32,
     pub provider_call_id: Option<String>,
+    /// When the row was written, before the provider was asked for the call.
+    pub created_at: At,
+    /// How often the provider was asked whether the call went out (see `lookup.rs`).
+    pub lookups: i32,
+    /// When it may be asked again, after it could not answer.
+    pub next_lookup_at: Option<At>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -77,6 +83,9 @@ struct Raw {
     outcome: Option<String>,
     place_errors: i32,
     provider_call_id: Option<String>,
+    created_at: At,
+    lookups: i32,
+    next_lookup_at: Option<At>,
 }
 
 impl From<Raw> for AttemptRow {
@@ -90,12 +99,15 @@ impl From<Raw> for AttemptRow {
             outcome: r.outcome.as_deref().and_then(Outcome::parse),
             place_errors: r.place_errors,
             provider_call_id: r.provider_call_id,
+            created_at: r.created_at,
+            lookups: r.lookups,
+            next_lookup_at: r.next_lookup_at,
         }
     }
 }
 
-const COLUMNS: &str =
-    "id, n, state, placed_at, updated_at, outcome, place_errors, provider_call_id";
+const COLUMNS: &str = "id, n, state, placed_at, updated_at, outcome, place_errors, \
+                       provider_call_id, created_at, lookups, next_lookup_at";
 
 /// The attempt owned by this step execution, locked.
 pub(super) async fn current(
@@ -255,6 +267,62 @@ pub(super) async fn unplaced<'c>(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Counts one lookup of the attempt's call; `again`: when the provider may be asked again,
+/// after it could not answer.
+pub(super) async fn record_lookup(
+    tx: &mut PgConnection,
+    id: Uuid,
+    again: Option<Timestamp>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE callback_attempts SET lookups = lookups + 1, next_lookup_at = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(again.map(At))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Takes call `sid`, found by a lookup, as the attempt's: placed at `placed_at`. Its status
+/// is applied afterwards as a status callback's would be.
+pub(super) async fn adopt(
+    tx: &mut PgConnection,
+    id: Uuid,
+    sid: &str,
+    placed_at: Timestamp,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE callback_attempts SET provider_call_id = $2, placed_at = COALESCE(placed_at, $3), \
+                state = CASE WHEN state IN ('placing', 'unknown') THEN 'placed' ELSE state END \
+         WHERE id = $1 AND provider_call_id IS NULL",
+    )
+    .bind(id)
+    .bind(sid)
+    .bind(At(placed_at))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Which of the call ids `sids` an attempt already holds: calls that are some other
+/// attempt's, never to be adopted again.
+pub(super) async fn held_calls(
+    tx: &mut PgConnection,
+    sids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if sids.is_empty() {
+        return Ok(Default::default());
+    }
+    let held: Vec<(String,)> = sqlx::query_as(
+        "SELECT provider_call_id FROM callback_attempts WHERE provider_call_id = ANY($1)",
+    )
+    .bind(sids)
+    .fetch_all(tx)
+    .await?;
+    Ok(held.into_iter().map(|(sid,)| sid).collect())
 }
 
 /// Records a final outcome that leadflow itself decided (a call whose fate never became known).

@@ -10,10 +10,13 @@
 //! Exactly one call per attempt: the attempt row is committed before the provider is called;
 //! an execution that finds its attempt `placing` or `unknown` (a crash mid-call, a timeout
 //! after sending) never sends it again, but waits for a status callback until the unknown
-//! window has passed. Only a provider that certainly did not take the call (`retry`) is asked
-//! again, and that is not a new attempt.
+//! window has passed, then asks the provider whether the call went out ([`lookup`]): a call
+//! found is adopted, and only a provider that lists none lets the attempt count as lost. Only
+//! a provider that certainly did not take the call (`retry`) is asked again, and that is not a
+//! new attempt.
 
 mod attempt;
+mod lookup;
 mod lookups;
 pub mod outcome;
 pub mod plan;
@@ -172,11 +175,12 @@ pub(crate) async fn prepare(
                 let until = a.updated_at.0.checked_add(window).unwrap_or(now);
                 if now < until {
                     exec.wait(tx, until, None).await?;
+                } else if !may_ask_provider {
+                    return Ok(Prepared::Alone);
                 } else {
-                    // No status callback came for a call that may have gone out: count it as
-                    // an attempt whose fate is unknown, and carry on by the policy.
-                    let a = exec.settle(tx, a.id, Outcome::Lost, now).await?;
-                    exec.decide(tx, &a, now).await?;
+                    // No status callback came for a call that may have gone out: the provider
+                    // says whether it did, before the attempt may count as lost.
+                    exec.look_up(tx, a, now).await?;
                 }
                 ToPlace::Nothing
             }
