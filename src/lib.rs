@@ -7,6 +7,7 @@
 
 pub mod announce;
 pub mod blocklist;
+pub mod claims;
 pub mod cli;
 pub mod clock;
 pub mod config;

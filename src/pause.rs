@@ -46,6 +46,16 @@ impl PauseBoard {
         }
     }
 
+    /// Forgets worker `name` of `queue`, which has ended: no job is claimed for it any more
+    /// (its replacement registers itself when it starts).
+    pub fn detach(&self, queue: &str, name: &str) {
+        if let Ok(mut workers) = self.workers.lock()
+            && workers.get(queue).is_some_and(|ctx| ctx.name() == name)
+        {
+            workers.remove(queue);
+        }
+    }
+
     /// The name of `queue`'s worker in this process while it is registered with apalis and
     /// taking jobs (not paused, not stopping): the name a job claimed on its behalf carries.
     pub fn ready_worker(&self, queue: &str) -> Option<String> {

@@ -4,7 +4,8 @@
 //! apalis stops a worker when its backend errors (a heartbeat or fetch that fails while the
 //! database restarts), so each queue runs under a supervisor loop that starts a fresh worker,
 //! under a fresh name, after a growing pause. A fresh name matters: a worker that comes back
-//! under an old name would never have its orphaned jobs rescued.
+//! under an old name would never have its orphaned jobs rescued. The replaced worker's claims
+//! are handed back at once ([`crate::claims`]), not after the rescue timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,16 +41,6 @@ fn liveness(rescue_after: Duration) -> (Duration, usize) {
     (beat, missed.ceil().max(1.0) as usize)
 }
 
-/// `host-pid-random-queue`: unique per process and per start, as apalis requires.
-fn worker_name(step: Step) -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "host".to_owned());
-    let suffix: u32 = rand::random();
-    format!("{host}-{}-{suffix:08x}-{step}", std::process::id())
-}
-
 impl Workers {
     pub fn spawn(engine: Arc<Engine>, settings: &WorkerSettings) -> Workers {
         let (stop, _) = watch::channel(false);
@@ -60,6 +51,12 @@ impl Workers {
             pauses
                 .clone()
                 .run(settings.poll_interval(), stop.subscribe()),
+        );
+        tasks.spawn(
+            engine
+                .claims
+                .clone()
+                .run(engine.pool.clone(), CLAIMS_RETRY, stop.subscribe()),
         );
         let batch = settings.batch_size;
         let callbacks = Group::start(engine.clone(), Step::Callback, batch, None, &mut tasks);
@@ -154,6 +151,10 @@ impl Workers {
     }
 }
 
+/// How soon a hand-back of gone workers' claims that failed (the database is still down) is
+/// tried again.
+const CLAIMS_RETRY: Duration = Duration::from_secs(1);
+
 async fn supervise(
     engine: Arc<Engine>,
     settings: WorkerSettings,
@@ -162,15 +163,17 @@ async fn supervise(
     pauses: Arc<PauseBoard>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // A queue paused before this process started must not see a single claim.
+    // A queue paused before this process started must not see a single claim, and claims an
+    // earlier incarnation of this process left are told apart from this one's first.
+    let ready = async { tokio::join!(pauses.wait_loaded(), engine.claims.wait_swept()) };
     tokio::select! {
-        _ = pauses.wait_loaded() => {}
+        _ = ready => {}
         _ = stop.wait_for(|s| *s) => return,
     }
     let step = group.step();
     let mut pause = Duration::from_millis(500);
     loop {
-        let name = worker_name(step);
+        let name = engine.claims.worker_name(step);
         let alive = crate::metrics::worker_alive(step);
         let result = run_worker(
             engine.clone(),
@@ -188,6 +191,8 @@ async fn supervise(
             tracing::info!(worker = %name, "worker stopped");
             return;
         }
+        pauses.detach(queue::queue_name(step), &name);
+        engine.claims.gone(&name);
         match result {
             Ok(()) => pause = Duration::from_millis(500),
             Err(e) => {
@@ -284,9 +289,9 @@ async fn handle(
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let attempt = u32::try_from(attempt.current()).unwrap_or(u32::MAX).max(1);
-    group
-        .run_job(&engine, job, &id.to_string(), attempt)
-        .await?;
+    let id = id.to_string();
+    let _executing = engine.claims.executing(&id);
+    group.run_job(&engine, job, &id, attempt).await?;
     Ok(())
 }
 
@@ -306,10 +311,5 @@ mod tests {
         );
         let (beat, missed) = liveness(Duration::from_secs(10));
         assert!(beat * missed as u32 >= Duration::from_secs(10));
-    }
-
-    #[test]
-    fn worker_names_are_unique() {
-        assert_ne!(worker_name(Step::Qualify), worker_name(Step::Qualify));
     }
 }

@@ -28,6 +28,37 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
+/// Tries of [`outlast_restart`]: about a minute, longer than a database restart.
+const RESTART_TRIES: u32 = 16;
+
+/// Runs `attempt` until it succeeds, fails with an error `retry_if` refuses, or has failed
+/// for about a minute (the pause doubles from 200 ms to 5 s): for writes whose loss would cost
+/// more than the wait, such as a provider's answer or a job's acknowledgement, while the
+/// database restarts. Each failure is logged as `what`.
+pub async fn outlast_restart<T, E, Fut>(
+    what: &str,
+    retry_if: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut pause = Duration::from_millis(200);
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if tries < RESTART_TRIES && retry_if(&e) => {
+                tracing::warn!(error = %e, ?pause, "could not {what}; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// An open database: the pool, and the private server if this process uses one.
 pub struct Database {
     pub pool: PgPool,

@@ -32,6 +32,14 @@ pub struct LockedStep {
     pub ctx: RunContext,
 }
 
+impl LockedStep {
+    /// The step has ended (an earlier delivery, a status callback, an operator settled it):
+    /// nothing more is decided for it.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.status.as_str(), "ok" | "failed" | "cancelled")
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     step_status: String,

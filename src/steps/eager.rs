@@ -13,13 +13,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::callback::{self, Prepared};
 use super::{Engine, Group};
+use crate::claims::Executing;
+use crate::db;
 use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, ClaimedDone, StepJob};
@@ -38,7 +39,7 @@ pub(crate) struct Claimed {
 /// Runs claimed executions of one step, each on a task of its own. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Eager {
-    sender: mpsc::UnboundedSender<Claimed>,
+    sender: mpsc::UnboundedSender<(Claimed, Executing)>,
     in_flight: Arc<AtomicUsize>,
     limit: usize,
 }
@@ -55,7 +56,7 @@ impl Eager {
         mut stop: Option<watch::Receiver<bool>>,
         tasks: &mut JoinSet<()>,
     ) -> Eager {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<Claimed>();
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(Claimed, Executing)>();
         let (acks, ack_receiver) = mpsc::unbounded_channel::<ClaimedDone>();
         tasks.spawn(acknowledge(engine.clone(), ack_receiver));
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -66,11 +67,12 @@ impl Eager {
             loop {
                 tokio::select! {
                     claimed = receiver.recv() => match claimed {
-                        Some(claimed) => {
+                        Some((claimed, executing)) => {
                             let (engine, group, counter, acks) =
                                 (engine.clone(), group.clone(), counter.clone(), acks.clone());
                             running.spawn(async move {
                                 let done = run_claimed(&engine, &group, claimed).await;
+                                drop(executing);
                                 counter.fetch_sub(1, Ordering::AcqRel);
                                 if let Some(done) = done {
                                     let _ = acks.send(done);
@@ -113,9 +115,10 @@ impl Eager {
     /// handed back to the queue rather than left claimed by a live worker.
     pub async fn dispatch(&self, engine: &Engine, claimed: Claimed) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        match self.sender.send(claimed) {
+        let executing = engine.claims.executing(&claimed.job_id);
+        match self.sender.send((claimed, executing)) {
             Ok(()) => {}
-            Err(mpsc::error::SendError(claimed)) => {
+            Err(mpsc::error::SendError((claimed, _))) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 release(engine, &claimed).await;
             }
@@ -172,34 +175,22 @@ async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Option
 }
 
 /// Acknowledges executed claimed jobs, all those waiting in one statement, as apalis
-/// acknowledges a worker's jobs. A statement the database refuses is retried for a while:
-/// until it lands the jobs stay claimed, and only a dead worker's jobs are rescued.
+/// acknowledges a worker's jobs. A statement the database refuses is retried through a
+/// restart: until it lands the jobs stay claimed, and are handed back once their worker is
+/// replaced ([`crate::claims`]).
 async fn acknowledge(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<ClaimedDone>) {
     while let Some(first) = receiver.recv().await {
         let mut done = vec![first];
         while let Ok(more) = receiver.try_recv() {
             done.push(more);
         }
-        let mut pause = Duration::from_millis(200);
-        let mut tries = 0;
-        while let Err(e) = queue::finish_claimed(&engine.pool, &done).await {
-            tries += 1;
-            if tries >= ACK_TRIES {
-                tracing::error!(jobs = done.len(), error = %e,
-                    "claimed jobs not acknowledged; they stay claimed until their worker restarts");
-                break;
-            }
-            tracing::warn!(jobs = done.len(), error = %e, ?pause,
-                "could not acknowledge claimed jobs; retrying");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
+        let finish = || queue::finish_claimed(&engine.pool, &done);
+        if let Err(e) = db::outlast_restart("acknowledge claimed jobs", |_| true, finish).await {
+            tracing::error!(jobs = done.len(), error = %e,
+                "claimed jobs not acknowledged; they stay claimed until their worker is replaced");
         }
     }
 }
-
-/// About a minute of retries: longer than a database restart, and by then a worker whose
-/// heartbeat fails has been replaced, so its claimed jobs are rescued anyway.
-const ACK_TRIES: usize = 16;
 
 /// Intake's way to hand a new lead's qualify job to this process's qualify worker. Cheap to
 /// clone.

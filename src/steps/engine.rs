@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::StepError;
 use super::callback;
 use super::faults::Faults;
+use crate::claims::Claims;
 use crate::clock::Clock;
 use crate::retry::RetryPolicy;
 use crate::telephony::Provider;
@@ -92,6 +93,8 @@ pub struct Engine {
     pub url_key: Vec<u8>,
     /// Bounds the calls being placed at once (see [`CallbackSettings::provider_concurrency`]).
     pub provider_slots: tokio::sync::Semaphore,
+    /// The jobs this process's workers claimed and execute, and those of its gone workers.
+    pub claims: Claims,
     /// The simulator's count of calls whose report is not applied yet (see
     /// [`Engine::drain_reports`]).
     sim_outstanding: std::sync::Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
@@ -132,6 +135,7 @@ impl Engine {
                 config.callbacks.provider_concurrency.max(1),
             ),
             callbacks: config.callbacks,
+            claims: Claims::of_this_process(),
             twilio_auth_token: token,
             url_key,
             sim_outstanding: std::sync::Mutex::new(None),

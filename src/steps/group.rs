@@ -539,7 +539,6 @@ async fn record_group(
     let attempts = callback::Attempts::load(&mut tx, &jobs).await?;
     for item in items {
         let row = locked.remove(&(item.job.run_id, item.job.n));
-        let locked_ctx = row.map(|r| r.ctx);
         let span = super::span(Step::Callback, item.job, &item.job_id, item.attempt);
         span.record("lead_id", tracing::field::display(item.ctx.lead_id));
         callback::record_answer(
@@ -548,7 +547,7 @@ async fn record_group(
             item.job,
             item.attempt,
             item.ctx.clone(),
-            locked_ctx.as_ref(),
+            row.as_ref(),
             &item.answer,
             pending,
             &attempts,

@@ -175,26 +175,22 @@ async fn admit(
     attempt: u32,
     row: Option<LockedStep>,
 ) -> Result<Option<RunContext>, StepError> {
-    let Some(context::LockedStep {
-        status,
-        job_id: current_job,
-        ctx,
-    }) = row
-    else {
+    let Some(row) = row else {
         tracing::warn!("no step row for this job; nothing to do");
         return Ok(None);
     };
-    if current_job.as_deref().is_some_and(|j| j != job_id) {
+    if row.job_id.as_deref().is_some_and(|j| j != job_id) {
         tracing::info!("stale delivery: the step has moved on to another job");
         return Ok(None);
     }
-    if matches!(status.as_str(), "ok" | "failed" | "cancelled") {
+    if row.is_settled() {
         tracing::info!(
-            status,
+            status = row.status,
             "step already settled by an earlier delivery; skipping"
         );
         return Ok(None);
     }
+    let ctx = row.ctx;
     tracing::Span::current().record("lead_id", tracing::field::display(ctx.lead_id));
     if ctx.status.is_terminal() {
         set_step(tx, step, job, "cancelled", attempt, None, None).await?;

@@ -155,6 +155,8 @@ struct State {
     /// Calls-list requests still to be answered 503, and how many came.
     failing_lookups: std::sync::atomic::AtomicUsize,
     lookups: std::sync::atomic::AtomicUsize,
+    /// Requests that arrived as [`Reply::Unseen`]: held, never recorded.
+    unseen: std::sync::atomic::AtomicUsize,
     public_url: Mutex<Option<String>>,
     http: reqwest::Client,
     /// Create-call requests being answered now, and the most there ever were at once.
@@ -202,6 +204,7 @@ impl FakeTwilio {
             withhold_callbacks: std::sync::atomic::AtomicBool::new(false),
             failing_lookups: std::sync::atomic::AtomicUsize::new(0),
             lookups: std::sync::atomic::AtomicUsize::new(0),
+            unseen: std::sync::atomic::AtomicUsize::new(0),
             public_url: Mutex::new(None),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             max_in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -261,6 +264,10 @@ impl FakeTwilio {
         self.state
             .failing_lookups
             .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// Create-call requests held as [`Reply::Unseen`] so far.
+    pub fn unseen(&self) -> usize {
+        self.state.unseen.load(std::sync::atomic::Ordering::SeqCst)
     }
     /// Calls-list requests received so far, failed ones included.
     pub fn lookups(&self) -> usize {
@@ -566,6 +573,9 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
         }
     };
     if let Some(wait) = unseen {
+        state
+            .unseen
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(wait).await;
         return twilio_error(503, 20503, "Service Unavailable");
     }

@@ -16,7 +16,7 @@ use super::{Exec, speed, webhook};
 use crate::db::At;
 use crate::lead::Step;
 use crate::queue::StepJob;
-use crate::steps::{RunContext, StepError};
+use crate::steps::{LockedStep, RunContext, StepError};
 use crate::telephony::{CallRequest, PlaceError, Placed};
 use crate::timeline;
 
@@ -483,7 +483,6 @@ impl Exec<'_> {
         )
         .await?;
         let current = current(&mut tx, self.job).await?;
-        let locked = locked.map(|l| l.ctx);
         self.record_answer(&mut tx, locked.as_ref(), current, answer)
             .await?;
         tx.commit().await?;
@@ -521,12 +520,12 @@ impl Exec<'_> {
     }
 
     /// Records the provider's answer and moves the step on, in the caller's transaction,
-    /// which holds the step's and the run's locks; `locked` is the run as locked there, and
-    /// `current` the execution's attempt as read (locked) after them.
+    /// which holds the step's and the run's locks; `locked` is the step and run as locked
+    /// there, and `current` the execution's attempt as read (locked) after them.
     pub(super) async fn record_answer(
         &self,
         tx: &mut PgConnection,
-        locked: Option<&RunContext>,
+        locked: Option<&LockedStep>,
         current: Option<AttemptRow>,
         answer: &Answer,
     ) -> Result<(), StepError> {
@@ -534,12 +533,17 @@ impl Exec<'_> {
         let settings = &engine.callbacks;
         let now = engine.clock.now();
         // As read after the step's locks: a status callback may have settled the attempt
-        // while the request was out.
+        // while the request was out, and with it the step, if a later delivery of the job
+        // was waiting for it. A settled step takes the answer as a fact, and decides nothing
+        // again.
         let Some(current) = current else {
             return Ok(());
         };
-        if current.state == State::Done && answer.result.is_err() {
-            self.decide(tx, &current, now).await?;
+        let open = locked.is_some_and(|l| !l.is_settled());
+        if answer.result.is_err() && (current.state == State::Done || !open) {
+            if open {
+                self.decide(tx, &current, now).await?;
+            }
             return Ok(());
         }
         match &answer.result {
@@ -568,11 +572,14 @@ impl Exec<'_> {
                 .await?;
                 if current.placed_at.is_none() && current.n == 1 {
                     let placed_at = engine.clock.to_real(answer.at);
-                    let ctx = locked.unwrap_or(&self.ctx);
+                    let ctx = locked.map_or(&self.ctx, |l| &l.ctx);
                     self.pending
                         .push(speed::first_call(ctx, &self.team_id, placed_at));
                 }
                 let row = AttemptRow::from(row);
+                if !open {
+                    return Ok(());
+                }
                 if row.state == State::Done {
                     self.decide(&mut *tx, &row, now).await?;
                 } else {

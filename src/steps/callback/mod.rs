@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::group::Recorder;
-use super::{Engine, RunContext, StepError, Writes};
+use super::{Engine, LockedStep, RunContext, StepError, Writes};
 use crate::lead::{RunStatus, Step};
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
@@ -279,7 +279,11 @@ pub(crate) async fn place(
     {
         return Ok(claimed_by.is_some());
     }
-    exec.record_alone(&answer).await?;
+    // The answer is the one record of whether the call went out: worth waiting out a
+    // database restart for, rather than leaving the attempt to a lookup.
+    let record = || exec.record_alone(&answer);
+    let transient = |e: &StepError| e.db_error().is_some_and(crate::db::is_unavailable);
+    crate::db::outlast_restart("record the provider's answer", transient, record).await?;
     Ok(false)
 }
 
@@ -290,7 +294,7 @@ pub(crate) async fn unplaced(pool: &sqlx::PgPool, call: &Call) -> Result<(), sql
 }
 
 /// Records a provider's answer for execution `job` in the caller's (a group's) transaction,
-/// which holds the step's and the run's locks; `locked` is the run as locked there.
+/// which holds the step's and the run's locks; `locked` is the step and run as locked there.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_answer(
     tx: &mut PgConnection,
@@ -298,7 +302,7 @@ pub(crate) async fn record_answer(
     job: StepJob,
     attempt: u32,
     ctx: RunContext,
-    locked: Option<&RunContext>,
+    locked: Option<&LockedStep>,
     answer: &Answer,
     pending: &Pending,
     attempts: &Attempts,
