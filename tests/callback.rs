@@ -116,6 +116,19 @@ where
     }
 }
 
+/// Waits (10 s at most) until the lead's first attempt is `unknown`: sent, no answer.
+async fn attempt_becomes_unknown(app: &TestApp, id: &str) {
+    eventually(
+        "the attempt to be unknown",
+        Duration::from_secs(10),
+        || async {
+            let (_, v) = app.get_lead(id).await;
+            v["callback"]["attempts"][0]["state"] == "unknown"
+        },
+    )
+    .await;
+}
+
 /// Whether the count `sql` returns is `n`.
 async fn count_is(app: &TestApp, sql: &str, n: i64) -> bool {
     let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -424,15 +437,7 @@ async fn a_timeout_after_sending_waits_for_a_status_and_never_calls_twice() {
     let app = app(twilio(&fake), Clock::System, settings).await;
     let hook = app.hook("fast", "fast-callback", true).await;
     let id = submit(&app, &hook.token, &sample("fast", "650-253-0104")).await;
-    eventually(
-        "the attempt to be unknown",
-        Duration::from_secs(10),
-        || async {
-            let (_, v) = app.get_lead(&id).await;
-            v["callback"]["attempts"][0]["state"] == "unknown"
-        },
-    )
-    .await;
+    attempt_becomes_unknown(&app, &id).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         fake.requests().len(),
@@ -506,15 +511,7 @@ async fn a_call_whose_answer_was_lost_is_found_by_the_lookup_and_never_placed_ag
     let app = app(twilio(&fake), Clock::System, callbacks()).await; // unknown window: 3 s
     let hook = app.hook("fast", "fast-callback", true).await;
     let id = submit(&app, &hook.token, &sample("fast", "650-253-0111")).await;
-    eventually(
-        "the attempt to be unknown",
-        Duration::from_secs(10),
-        || async {
-            let (_, v) = app.get_lead(&id).await;
-            v["callback"]["attempts"][0]["state"] == "unknown"
-        },
-    )
-    .await;
+    attempt_becomes_unknown(&app, &id).await;
     eventually("a failed lookup", Duration::from_secs(15), || async {
         fake.lookups() >= 1
     })

@@ -307,6 +307,63 @@ async fn a_job_of_a_dead_worker_is_rescued_and_the_run_completes() {
     assert_eq!(runs, 1, "the step's effect was applied once");
 }
 
+/// Claims lead `lead`'s qualify job for worker `worker`, whose heartbeat is fresh.
+async fn claim_qualify_job(app: &TestApp, lead: &str, worker: &str) {
+    sqlx::query(
+        "INSERT INTO apalis.workers (id, worker_type, storage_name, layers, last_seen) \
+         VALUES ($1, 'leadflow.qualify', 'PostgresStorage', '', now())",
+    )
+    .bind(worker)
+    .execute(&app.db.pool)
+    .await
+    .expect("worker row");
+    let lead: uuid::Uuid = lead.parse().expect("uuid");
+    let claimed = sqlx::query(
+        "UPDATE apalis.jobs SET status = 'Queued', lock_by = $2, lock_at = now() \
+         WHERE id = (SELECT s.job_id FROM steps s JOIN runs r ON r.id = s.run_id \
+                     WHERE r.lead_id = $1 AND s.name = 'qualify')",
+    )
+    .bind(lead)
+    .bind(worker)
+    .execute(&app.db.pool)
+    .await
+    .expect("claim");
+    assert_eq!(claimed.rows_affected(), 1);
+}
+
+#[tokio::test]
+async fn a_claim_left_by_an_earlier_incarnation_of_this_process_runs_without_the_rescue() {
+    // A process that shared this one's host and pid (a container restarted in place) claimed
+    // a lead's qualify job and died; another host's worker claimed another's. Both heartbeats
+    // are fresh, so apalis's rescue (5 minutes here) would not touch either for a long while.
+    let mut app = rules_app_without_workers().await;
+    let hook = app.hook("rules-form", "rules", true).await;
+    let ours = submit(&app, &hook.token, &lead("rules-form", 52, |_| {})).await;
+    let theirs = submit(&app, &hook.token, &lead("rules-form", 53, |_| {})).await;
+    let earlier = leadflow::claims::Claims::of_this_process().worker_name(Step::Qualify);
+    let elsewhere = "elsewhere-1-0badcafe-qualify";
+    claim_qualify_job(&app, &ours, &earlier).await;
+    claim_qualify_job(&app, &theirs, elsewhere).await;
+    let mut settings = common::worker_settings(app.workflows_dir.clone());
+    settings.rescue_after_s = 300;
+    app.workers = Some(settings);
+    app.crash_and_restart().await;
+    let view = app
+        .wait_for_run(&ours, "routed", Duration::from_secs(10))
+        .await;
+    assert_eq!(view["steps"][1]["status"], "ok", "{view:#}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = count(
+        &app,
+        "SELECT count(*) FROM apalis.jobs WHERE status = 'Queued' \
+         AND lock_by = 'elsewhere-1-0badcafe-qualify'",
+    )
+    .await;
+    assert_eq!(held, 1, "another process's claim waits for the rescue");
+    let (_, view) = app.get_lead(&theirs).await;
+    assert_eq!(view["run"]["status"], "running", "{view:#}");
+}
+
 #[tokio::test]
 async fn an_immediate_job_is_picked_up_by_notification_not_by_polling() {
     // A long poll interval: only LISTEN/NOTIFY can explain a fast pickup.

@@ -231,7 +231,17 @@ impl Provider for Twilio {
     }
 
     fn calls_to<'a>(&'a self, to: &'a str, since: jiff::Timestamp) -> ListFuture<'a> {
-        Box::pin(self.list_calls(to, since))
+        // The whole lookup, every page included, within one request's timeout.
+        let limit = self.config.request_timeout;
+        Box::pin(async move {
+            tokio::time::timeout(limit, self.list_calls(to, since))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(PlaceError::Transient(format!(
+                        "Twilio's call list did not arrive within {limit:?}"
+                    )))
+                })
+        })
     }
 }
 

@@ -622,11 +622,7 @@ async fn handle(state: Arc<State>, mut req: Request) -> Response {
 /// `GET …/Calls/{sid}.json`: the call as Twilio would describe it — its scripted outcome, or
 /// `queued` when none was scripted. Not recorded as a request (it places no call).
 fn fetch_call(state: &State, r: &Recorded) -> Response {
-    let authed = r
-        .basic_auth
-        .as_ref()
-        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token);
-    if !authed {
+    if !authed(state, r) {
         return twilio_error(401, 20003, "Authenticate");
     }
     let prefix = format!("/2010-04-01/Accounts/{}/Calls/", state.account_sid);
@@ -676,11 +672,7 @@ fn call_resource(state: &State, call: &Recorded) -> serde_json::Value {
 /// that UTC day on, newest first, in one page. Not recorded as a request (it places no call).
 fn list_calls(state: &State, r: &Recorded, query: &str) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
-    let authed = r
-        .basic_auth
-        .as_ref()
-        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token);
-    if !authed {
+    if !authed(state, r) {
         return twilio_error(401, 20003, "Authenticate");
     }
     if r.path != format!("/2010-04-01/Accounts/{}/Calls.json", state.account_sid) {
@@ -733,6 +725,13 @@ fn list_calls(state: &State, r: &Recorded, query: &str) -> Response {
     json_response(200, body.to_string())
 }
 
+/// Whether `r` carries the account's Basic auth.
+fn authed(state: &State, r: &Recorded) -> bool {
+    r.basic_auth
+        .as_ref()
+        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token)
+}
+
 /// The response, its status, for a created call its sid and the outcome to play, and how long
 /// to hold the answer back after acting on it.
 type Answer = (
@@ -749,11 +748,7 @@ async fn answer(state: &State, r: &Recorded) -> Answer {
     if r.method != "POST" || !r.path.starts_with("/2010-04-01/Accounts/") {
         return error(404, 20404, "The requested resource was not found");
     }
-    let authed = r
-        .basic_auth
-        .as_ref()
-        .is_some_and(|(u, p)| *u == state.account_sid && *p == state.auth_token);
-    if !authed {
+    if !authed(state, r) {
         return error(401, 20003, "Authenticate");
     }
     if r.path != calls_path {

@@ -242,13 +242,7 @@ impl Exec<'_> {
         }
         if let Some(event) = call.status_event() {
             let events = std::slice::from_ref(&event);
-            outcome::apply_on(tx, engine, &self.ctx, a.id, events, self.pending)
-                .await
-                .map_err(|e| match e {
-                    outcome::OutcomeError::Db(db) => StepError::Db(db),
-                    outcome::OutcomeError::NoAttempt(id) => StepError::RunMissing(id),
-                    outcome::OutcomeError::Step(e) => e,
-                })?;
+            outcome::apply_on(tx, engine, &self.ctx, a.id, events, self.pending).await?;
         }
         match attempt::current(tx, self.job).await? {
             Some(settled) if settled.state == State::Done => self.decide(tx, &settled, now).await,

@@ -457,12 +457,7 @@ impl Exec<'_> {
                 Ok(Some(event)) if event.call_status.is_terminal() => {
                     let events = std::slice::from_ref(&event);
                     outcome::apply_on(tx, self.engine, &self.ctx, a.id, events, self.pending)
-                        .await
-                        .map_err(|e| match e {
-                            outcome::OutcomeError::Db(db) => StepError::Db(db),
-                            outcome::OutcomeError::NoAttempt(id) => StepError::RunMissing(id),
-                            outcome::OutcomeError::Step(e) => e,
-                        })?;
+                        .await?;
                     let detail = json!({ "attempt": a.n, "status": event.call_status.as_str(), "source": "provider" });
                     timeline::record(
                         tx,

@@ -38,6 +38,18 @@ pub enum OutcomeError {
     Step(#[from] StepError),
 }
 
+/// For the callback step, which applies statuses it asked the provider for inside its own
+/// execution: an attempt that vanished under its lock means its run is gone.
+impl From<OutcomeError> for StepError {
+    fn from(e: OutcomeError) -> StepError {
+        match e {
+            OutcomeError::Db(db) => StepError::Db(db),
+            OutcomeError::NoAttempt(id) => StepError::RunMissing(id),
+            OutcomeError::Step(e) => e,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Target {
     id: Uuid,
