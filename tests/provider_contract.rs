@@ -310,9 +310,9 @@ async fn the_call_list_finds_a_placed_call_by_its_number_and_day(backend: Backen
     );
     assert_eq!(call.status, Some(CallStatus::Completed));
     assert!(
-        call.url.as_deref().is_none_or(|u| u == req.twiml_url),
-        "a listed URL is the call's own: {:?}",
-        call.url
+        call.attempt_id.is_none_or(|id| id == req.attempt_id),
+        "a listed attempt is the call's own: {:?}",
+        call.attempt_id
     );
     let event = call.status_event().expect("a status leadflow knows");
     assert_eq!(event.call_sid, placed.call_sid);
@@ -725,7 +725,7 @@ async fn the_call_list_is_asked_with_twilios_filters_and_fails_as_an_error() {
         .unwrap();
     assert_eq!(answerless.status, Some(CallStatus::Queued));
     assert!(
-        listed.iter().all(|c| c.url.is_none()),
+        listed.iter().all(|c| c.attempt_id.is_none()),
         "Twilio lists no Url"
     );
     assert_eq!(fake.lookups(), 1);

@@ -85,9 +85,9 @@ pub struct ListedCall {
     pub from: String,
     /// When the provider created the call, by the provider's clock.
     pub created: jiff::Timestamp,
-    /// The TwiML URL the call runs, where the provider lists it. Twilio's Call resource does
-    /// not; the simulator does.
-    pub url: Option<String>,
+    /// The attempt whose TwiML the call runs, where the provider lists it. Twilio's Call
+    /// resource does not list the URL a call was created with; the simulator knows it.
+    pub attempt_id: Option<uuid::Uuid>,
     pub status: Option<CallStatus>,
     pub answered_by: Option<String>,
     pub duration: Option<u32>,

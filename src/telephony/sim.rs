@@ -198,7 +198,7 @@ impl Sim {
             to: req.to.clone(),
             from: req.from.clone(),
             created: jiff::Timestamp::now(),
-            url: Some(req.twiml_url.clone()),
+            attempt_id: Some(req.attempt_id),
             status: last.map(|e| e.call_status),
             answered_by: last.and_then(|e| e.answered_by.clone()),
             duration: last.and_then(|e| e.call_duration),

@@ -285,7 +285,7 @@ impl ListedResource {
             to: self.to,
             from: self.from,
             created,
-            url: None,
+            attempt_id: None,
             status: self.status.as_deref().and_then(|s| s.parse().ok()),
             answered_by: self.answered_by,
             duration: self.duration.and_then(|d| d.parse().ok()),

@@ -8,8 +8,8 @@
 //!
 //! Which listed call is the attempt's ([`choose`]): one to the lead's number, from the team's
 //! caller ID, created no earlier than the attempt's row (less [`CLOCK_SKEW`]), not already
-//! another attempt's, and, where the provider lists the TwiML URL (the simulator does,
-//! Twilio's Call resource does not), running this attempt's TwiML.
+//! another attempt's, and, where the provider knows which TwiML the call runs (the simulator
+//! does; Twilio's Call resource does not list it), running this attempt's.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -69,9 +69,7 @@ pub(super) fn choose(listed: Vec<ListedCall>, wanted: &Wanted, held: &HashSet<St
                 && c.from == wanted.from
                 && c.created >= earliest
                 && !held.contains(&c.call_sid)
-                && c.url
-                    .as_deref()
-                    .is_none_or(|u| runs_twiml_of(u, wanted.attempt_id))
+                && c.attempt_id.is_none_or(|id| id == wanted.attempt_id)
         })
         .collect();
     matches.sort_by(|a, b| (a.created, &a.call_sid).cmp(&(b.created, &b.call_sid)));
@@ -83,15 +81,6 @@ pub(super) fn choose(listed: Vec<ListedCall>, wanted: &Wanted, held: &HashSet<St
         },
         None => Found::None,
     }
-}
-
-/// Whether TwiML URL `url` is attempt `attempt_id`'s (`…/twiml/{attempt_id}?sig=…`).
-fn runs_twiml_of(url: &str, attempt_id: Uuid) -> bool {
-    url::Url::parse(url).is_ok_and(|u| {
-        u.path()
-            .strip_suffix(&attempt_id.to_string())
-            .is_some_and(|rest| rest.ends_with("/twiml/"))
-    })
 }
 
 /// The wait before asking again after the `lookups`-th lookup failed: the provider backoff,
@@ -274,7 +263,7 @@ mod tests {
             to: TO.to_owned(),
             from: FROM.to_owned(),
             created: at(created),
-            url: None,
+            attempt_id: None,
             status: Some(CallStatus::Completed),
             answered_by: Some("human".to_owned()),
             duration: Some(30),
@@ -332,22 +321,15 @@ mod tests {
     }
 
     #[test]
-    fn a_listed_twiml_url_must_be_the_attempts() {
+    fn a_call_known_to_run_another_attempts_twiml_is_not_adopted() {
         let id = Uuid::now_v7();
         let mut mine = call("CA1", "2026-12-07T10:00:02Z");
-        mine.url = Some(format!(
-            "https://lf.test/v1/telephony/twilio/twiml/{id}?sig=x"
-        ));
+        mine.attempt_id = Some(id);
         let mut theirs = call("CA0", "2026-12-07T10:00:01Z");
-        theirs.url = Some(format!(
-            "https://lf.test/v1/telephony/twilio/twiml/{}?sig=x",
-            Uuid::now_v7()
-        ));
+        theirs.attempt_id = Some(Uuid::now_v7());
         let (sid, others) = adopted(choose(vec![theirs, mine], &wanted(id), &HashSet::new()));
         assert_eq!(sid, "CA1");
         assert!(others.is_empty());
-        assert!(!runs_twiml_of("not a url", id));
-        assert!(!runs_twiml_of(&format!("https://x/other/{id}"), id));
     }
 
     #[test]
