@@ -5,7 +5,8 @@
 //! Sizes come from the environment so CI can run smaller ones: `LEADFLOW_CHAOS_LEADS`
 //! (5000), `LEADFLOW_CHAOS_KILLS` (10), `LEADFLOW_CHAOS_INTAKE_LEADS` (1000),
 //! `LEADFLOW_CHAOS_OUTAGE_S` (60), `LEADFLOW_CHAOS_SLOW_S` (10), `LEADFLOW_CHAOS_SHUTDOWN_LEADS`
-//! (1000). Every test uses the always-open workflow and talks only to loopback.
+//! (1000), `LEADFLOW_CHAOS_PG_LEADS` (600). Every test uses an always-open workflow and talks
+//! only to loopback.
 
 mod common;
 
