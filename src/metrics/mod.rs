@@ -108,6 +108,10 @@ pub const QUEUE_STATES: [&str; 6] = [
     "done",
 ];
 
+/// The results `leadflow_call_lookups_total` counts: the call was found and adopted, the
+/// provider listed none, or the provider could not be asked.
+pub const LOOKUP_RESULTS: [&str; 3] = ["adopted", "none", "error"];
+
 /// The label for requests whose token named no hook.
 pub const UNKNOWN_HOOK: &str = "unknown";
 
@@ -266,6 +270,9 @@ pub fn init_series<'a>(workflows: impl IntoIterator<Item = &'a str>) {
         for outcome in StepOutcome::ALL {
             counter!(STEP_RUNS, "step" => step.as_str(), "outcome" => outcome.as_str()).absolute(0);
         }
+    }
+    for result in LOOKUP_RESULTS {
+        counter!(CALL_LOOKUPS, "result" => result).absolute(0);
     }
     for workflow in workflows {
         for status in RunStatus::ALL.into_iter().filter(|s| s.is_terminal()) {

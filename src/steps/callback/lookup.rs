@@ -55,6 +55,13 @@ pub(super) enum Found {
     None,
 }
 
+/// A lookup's result as the timeline and `leadflow_call_lookups_total` name it (the labels of
+/// [`crate::metrics::LOOKUP_RESULTS`]): the call was found and adopted, the provider listed
+/// none that can be the attempt's, or the provider could not be asked.
+const ADOPTED: &str = "adopted";
+const NOT_FOUND: &str = "none";
+const UNANSWERED: &str = "error";
+
 /// Picks the attempt's call among those the provider `listed`; `held`: call ids that other
 /// attempts already hold. Several matches: the earliest is adopted.
 pub(super) fn choose(listed: Vec<ListedCall>, wanted: &Wanted, held: &HashSet<String>) -> Found {
@@ -128,7 +135,7 @@ impl Exec<'_> {
         match choose(listed, &wanted, &held) {
             Found::None => {
                 tracing::info!(attempt_id = %a.id, "lookup: the provider has no call for the attempt");
-                self.record_lookup(tx, &a, None, json!({ "result": "none" }))
+                self.record_lookup(tx, &a, None, NOT_FOUND, json!({}))
                     .await?;
                 let a = self.settle(tx, a.id, Outcome::Lost, now).await?;
                 self.decide(tx, &a, now).await
@@ -139,10 +146,10 @@ impl Exec<'_> {
                     tracing::warn!(attempt_id = %a.id, others = others.len(), "lookup: several calls matched; the earliest is adopted");
                 }
                 let detail = json!({
-                    "result": "adopted", "provider_call_id": call.call_sid,
+                    "provider_call_id": call.call_sid,
                     "status": call.status.map(|s| s.as_str()), "others": others,
                 });
-                self.record_lookup(tx, &a, None, detail).await?;
+                self.record_lookup(tx, &a, None, ADOPTED, detail).await?;
                 self.adopt(tx, &a, call, now).await
             }
         }
@@ -170,8 +177,9 @@ impl Exec<'_> {
             .0
             .checked_add(SignedDuration::try_from(settings.outcome_timeout).unwrap_or_default())
             .unwrap_or(now);
-        let detail = json!({ "result": "error", "error": error, "next_lookup_at": again });
-        self.record_lookup(tx, a, Some(again), detail).await?;
+        let detail = json!({ "error": error, "next_lookup_at": again });
+        self.record_lookup(tx, a, Some(again), UNANSWERED, detail)
+            .await?;
         if now >= give_up {
             let reason = format!(
                 "whether attempt {} went out is unknown: the provider could not be asked ({lookups} tries)",
@@ -185,21 +193,18 @@ impl Exec<'_> {
         self.wait(tx, again, None).await
     }
 
-    /// Counts the lookup, in the attempt's row, the timeline (`call.lookup`, with `detail`)
-    /// and the metric once committed.
+    /// Counts the lookup, in the attempt's row, the timeline (`call.lookup`, with `detail`
+    /// and the `result`) and the metric once committed.
     async fn record_lookup(
         &self,
         tx: &mut PgConnection,
         a: &AttemptRow,
         again: Option<Timestamp>,
+        result: &'static str,
         mut detail: serde_json::Value,
     ) -> Result<(), StepError> {
         attempt::record_lookup(tx, a.id, again).await?;
-        let result = match detail["result"].as_str() {
-            Some("adopted") => "adopted",
-            Some("none") => "none",
-            _ => "error",
-        };
+        detail["result"] = json!(result);
         detail["attempt"] = json!(a.n);
         detail["lookup"] = json!(a.lookups + 1);
         let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
@@ -343,6 +348,12 @@ mod tests {
         let (sid, others) = adopted(choose(listed, &wanted(id), &HashSet::new()));
         assert_eq!(sid, "CA3");
         assert_eq!(others, ["CA5", "CA9"]);
+    }
+
+    #[test]
+    fn the_results_are_the_metrics_labels() {
+        let results = [ADOPTED, NOT_FOUND, UNANSWERED];
+        assert_eq!(results, crate::metrics::LOOKUP_RESULTS);
     }
 
     #[test]
