@@ -14,6 +14,7 @@ test *ARGS:
 lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
+    cargo clippy --bins -- -D warnings
 
 # Apply database migrations and exit
 migrate:
@@ -25,7 +26,7 @@ monitoring-check:
 
 # Benchmark against pgbench and Graphile Worker on one PostgreSQL; rewrites the README's results
 bench *ARGS:
-    cargo build --release --bins
+    cargo build --release --bins --features testing
     target/release/bench --readme README.md {{ARGS}}
 
 # What CI runs

@@ -10,6 +10,7 @@ pub mod limit;
 pub mod parse;
 pub(crate) mod records;
 mod request;
+#[cfg(feature = "testing")]
 pub mod sample;
 pub(crate) mod store;
 pub mod tokens;

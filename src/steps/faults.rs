@@ -1,6 +1,7 @@
 //! Fault switches for tests that need a step to fail or hang on purpose ("fail the next two
-//! runs of qualify", "hang the next route as a crashed process would"). Off unless a test sets
-//! them through the library API; nothing in production configuration reaches them.
+//! runs of qualify", "hang the next route as a crashed process would"). Built only with the
+//! `testing` feature, which the tests turn on; other builds get `faults_off.rs`, whose hooks
+//! do nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

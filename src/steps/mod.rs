@@ -11,6 +11,10 @@ pub mod callback;
 mod context;
 mod eager;
 mod engine;
+#[cfg(feature = "testing")]
+pub mod faults;
+#[cfg(not(feature = "testing"))]
+#[path = "faults_off.rs"]
 pub mod faults;
 mod fused;
 mod group;

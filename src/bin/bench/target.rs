@@ -74,7 +74,7 @@ impl Bench {
     pub async fn prepare(database_url: Option<&str>, settings: Settings) -> Result<Bench> {
         if !settings.leadflow.exists() {
             bail!(
-                "{} does not exist: build it first (`cargo build --release --bins`)",
+                "{} does not exist: build it first (`cargo build --release --bins --features testing`)",
                 settings.leadflow.display()
             );
         }
