@@ -225,6 +225,8 @@ impl fmt::Display for RunStatus {
     }
 }
 
+pub use crate::graph::Step;
+
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {kind} {value:?}")]
 pub struct UnknownName {
@@ -240,48 +242,6 @@ impl FromStr for RunStatus {
             .find(|v| v.as_str() == s)
             .ok_or_else(|| UnknownName {
                 kind: "run status",
-                value: s.to_owned(),
-            })
-    }
-}
-
-/// The steps of the lead graph, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Validate,
-    Qualify,
-    Route,
-    Callback,
-}
-
-impl Step {
-    pub const ALL: [Step; 4] = [Step::Validate, Step::Qualify, Step::Route, Step::Callback];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Step::Validate => "validate",
-            Step::Qualify => "qualify",
-            Step::Route => "route",
-            Step::Callback => "callback",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Step {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Step::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "step",
                 value: s.to_owned(),
             })
     }

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod graph;
 pub mod header_timeout;
 pub mod hooks;
 pub mod intake;

@@ -12,18 +12,14 @@ use uuid::Uuid;
 
 use crate::lead::Step;
 
-/// The apalis queue (its `job_type`) that runs a step. `validate` runs inline at intake.
+/// The apalis queue (its `job_type`) that runs a step, as the graph names it. `validate` runs
+/// inline at intake.
 pub fn queue_name(step: Step) -> &'static str {
-    match step {
-        Step::Validate => "leadflow.validate",
-        Step::Qualify => "leadflow.qualify",
-        Step::Route => "leadflow.route",
-        Step::Callback => "leadflow.callback",
-    }
+    step.queue()
 }
 
 /// The steps that run on workers, each on its own queue.
-pub const WORKER_STEPS: [Step; 3] = [Step::Qualify, Step::Route, Step::Callback];
+pub use crate::graph::WORKER_STEPS;
 
 /// A step job's arguments: which run, and which execution of the step in that run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

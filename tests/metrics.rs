@@ -383,7 +383,8 @@ async fn metrics_follow_leads_through_intake_steps_and_callbacks() {
 
     // Gauges of the process and of the database.
     assert_eq!(after.sum(metrics::QUEUE_STATS_REFRESHER, &[]), 1.0);
-    for queue in ["leadflow.qualify", "leadflow.route", "leadflow.callback"] {
+    // A worker runs for every worker step of the graph, and each has its metric slot.
+    for queue in leadflow::graph::WORKER_STEPS.map(|s| s.queue()) {
         assert!(after.sum(metrics::WORKERS_ALIVE, &[("queue", queue)]) >= 1.0);
         for state in metrics::QUEUE_STATES {
             assert!(after.has(metrics::QUEUE_JOBS, &[("queue", queue), ("state", state)]));

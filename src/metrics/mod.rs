@@ -283,7 +283,8 @@ pub fn init_series<'a>(workflows: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Live workers per worker queue, in `queue::WORKER_STEPS` order.
-static WORKERS: [AtomicI64; 3] = [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)];
+static WORKERS: [AtomicI64; crate::graph::WORKER_COUNT] =
+    [const { AtomicI64::new(0) }; crate::graph::WORKER_COUNT];
 
 /// Counts a worker as alive for as long as it is held.
 pub struct WorkerAlive(Option<&'static AtomicI64>);

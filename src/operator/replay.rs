@@ -186,8 +186,9 @@ impl NewRun<'_> {
         Ok(())
     }
 
-    /// A later step needs what the earlier ones produced: a valid phone for qualify, a
-    /// qualified lead for route, a team for callback.
+    /// A later step needs what the step before it produced (a valid phone for qualify, a
+    /// qualified lead for route, a team for callback): that step must have passed in the
+    /// last run, as the graph says it does ([`crate::graph::Node::passed`]).
     async fn check_prerequisites(
         &self,
         tx: &mut PgConnection,
@@ -200,23 +201,21 @@ impl NewRun<'_> {
                 self.lead_id
             )));
         }
-        let (needed, check) = match from {
-            Step::Route => (
-                "qualify",
-                "SELECT EXISTS (SELECT 1 FROM steps WHERE run_id = $1 AND name = 'qualify' \
-                 AND status = 'ok' AND (output ->> 'qualified')::boolean)",
-            ),
-            Step::Callback => (
-                "route",
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND team IS NOT NULL)",
-            ),
-            Step::Validate | Step::Qualify => return Ok(()),
+        let Some(needed) = from.previous().filter(|p| p.on_workers()) else {
+            return Ok(());
         };
-        let (ok,): (bool,) = sqlx::query_as(check)
-            .bind(self.old.id)
-            .fetch_one(tx)
-            .await?;
-        if ok {
+        let output: Option<(Option<serde_json::Value>,)> = sqlx::query_as(
+            "SELECT output FROM steps WHERE run_id = $1 AND name = $2 AND status = 'ok' \
+             ORDER BY n DESC LIMIT 1",
+        )
+        .bind(self.old.id)
+        .bind(needed.as_str())
+        .fetch_optional(tx)
+        .await?;
+        let passed = output
+            .and_then(|(o,)| o)
+            .is_some_and(|o| (needed.node().passed)(&o));
+        if passed {
             Ok(())
         } else {
             Err(OperatorError::Conflict(format!(

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
@@ -22,9 +23,15 @@ pub struct QueuesArgs {
 #[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
     /// Stop every worker claiming the queue's jobs (within one poll interval; survives restarts).
-    Pause { queue: String },
+    Pause {
+        #[arg(value_parser = queue_names())]
+        queue: String,
+    },
     /// Let workers claim the queue's jobs again.
-    Resume { queue: String },
+    Resume {
+        #[arg(value_parser = queue_names())]
+        queue: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -42,8 +49,8 @@ pub struct JobsArgs {
 pub enum JobsCommand {
     /// List jobs, newest first.
     List {
-        /// qualify, route or callback (or leadflow.qualify, …).
-        #[arg(long)]
+        /// Only this queue's jobs (a step's name, or the queue's full name).
+        #[arg(long, value_parser = queue_names())]
         queue: Option<String>,
         /// available, scheduled, running, retrying, failed, completed or cancelled.
         #[arg(long)]
@@ -62,7 +69,7 @@ pub enum JobsCommand {
         #[arg(long)]
         failed: bool,
         /// With --failed: only this queue's.
-        #[arg(long, requires = "failed")]
+        #[arg(long, requires = "failed", value_parser = queue_names())]
         queue: Option<String>,
         /// With --failed: at most this many.
         #[arg(long, requires = "failed", default_value_t = crate::operator::BULK_MAX)]
@@ -134,8 +141,8 @@ pub enum LeadsCommand {
     /// Start a new run of a rejected, failed, exhausted … lead (the old run stays in history).
     Replay {
         id: Uuid,
-        /// The step to start from: validate (the default), qualify, route or callback.
-        #[arg(long)]
+        /// The step to start from (default: the graph's first).
+        #[arg(long, value_parser = step_names())]
         from: Option<String>,
         /// Directory of workflow definitions (validation and retry settings come from it).
         #[arg(long, env = "LEADFLOW_WORKFLOWS_DIR", default_value = "workflows")]
@@ -161,4 +168,68 @@ pub struct LogArgs {
     /// Print JSON instead of a table (one object per line with --follow).
     #[arg(long)]
     pub json: bool,
+}
+
+/// The worker queues, as the graph names them: each by its step's name, and (accepted, not
+/// listed) by its full queue name.
+fn queue_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(crate::graph::WORKER_STEPS.iter().flat_map(|step| {
+        [
+            PossibleValue::new(step.as_str()),
+            PossibleValue::new(step.queue()).hide(true),
+        ]
+    }))
+}
+
+/// The graph's steps, by name.
+fn step_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(crate::graph::Step::ALL.map(|step| step.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::graph::{Step, WORKER_STEPS};
+
+    #[derive(Parser)]
+    struct Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    }
+
+    #[derive(Parser)]
+    struct Leads {
+        #[command(subcommand)]
+        command: LeadsCommand,
+    }
+
+    fn possible(cmd: &clap::Command, path: &[&str], arg: &str) -> Vec<String> {
+        let mut cmd = cmd.clone();
+        for name in path {
+            cmd = cmd.find_subcommand(name).expect(name).clone();
+        }
+        let arg = cmd.get_arguments().find(|a| a.get_id() == arg).expect(arg);
+        arg.get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_cli_names_the_graphs_steps_and_queues() {
+        let steps: Vec<String> = Step::ALL.iter().map(|s| s.to_string()).collect();
+        let queues: Vec<String> = WORKER_STEPS.iter().map(|s| s.to_string()).collect();
+        let leads = Leads::command();
+        assert_eq!(possible(&leads, &["replay"], "from"), steps);
+        let jobs = Jobs::command();
+        assert_eq!(possible(&jobs, &["list"], "queue"), queues);
+        assert_eq!(possible(&jobs, &["retry"], "queue"), queues);
+        // Full queue names are accepted too.
+        let parsed = Jobs::try_parse_from(["jobs", "list", "--queue", "leadflow.route"]);
+        assert!(parsed.is_ok());
+        assert!(Jobs::try_parse_from(["jobs", "list", "--queue", "validate"]).is_err());
+    }
 }
