@@ -10,12 +10,13 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::announce::{Announcements, Announcing};
-use crate::config::{HttpSettings, WorkerSettings};
 use crate::intake::Intake;
 use crate::intake::limit::RateLimits;
 use crate::operator::api::AdminToken;
+use crate::server::HttpSettings;
 use crate::server::{self, AppState};
 use crate::steps::Engine;
+use crate::worker::WorkerSettings;
 use crate::worker::Workers;
 
 pub struct Service {

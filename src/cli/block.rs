@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::blocklist;
-use crate::config::DbSettings;
+use crate::db::DbSettings;
 use crate::validate::BlockKind;
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use super::load_workflows;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::config::DbSettings;
+use crate::db::DbSettings;
 use crate::hooks;
 
 #[derive(Debug, Args)]

@@ -3,8 +3,10 @@
 
 mod at;
 pub mod embedded;
+mod settings;
 
 pub use at::At;
+pub use settings::DbSettings;
 
 use std::time::Duration;
 
@@ -13,7 +15,6 @@ use sqlx::postgres::Postgres;
 use sqlx::{Connection, Executor};
 use sqlx::{PgPool, Transaction};
 
-use crate::config::DbSettings;
 use embedded::{EmbeddedError, EmbeddedOptions, EmbeddedPostgres};
 
 #[derive(Debug, thiserror::Error)]

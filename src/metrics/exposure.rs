@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 
 use sqlx::PgPool;
 
+use super::MetricsSettings;
 use super::http::MetricsServer;
 use super::monitor::Monitor;
-use crate::config::MetricsSettings;
 use crate::workflow::Workflows;
 
 #[derive(Debug, thiserror::Error)]

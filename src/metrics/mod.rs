@@ -21,6 +21,7 @@ mod http;
 mod monitor;
 mod pending;
 mod queue_stats;
+mod settings;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,6 +38,7 @@ use crate::queue;
 pub use exposure::{Exposure, ExposureError};
 pub use http::endpoint;
 pub use pending::{Observation, Pending};
+pub use settings::MetricsSettings;
 
 pub const INTAKE_REQUESTS: &str = "leadflow_intake_requests_total";
 pub const INTAKE_DURATION: &str = "leadflow_intake_request_duration_seconds";
@@ -140,9 +142,7 @@ pub fn install(gauge_idle: Duration) -> &'static PrometheusHandle {
 
 /// The handle, installing with the default idle time if nothing installed it yet.
 pub fn handle() -> &'static PrometheusHandle {
-    install(gauge_idle_for(
-        crate::config::MetricsSettings::DEFAULT_REFRESH,
-    ))
+    install(gauge_idle_for(MetricsSettings::DEFAULT_REFRESH))
 }
 
 /// How long a gauge may go unset: three refreshes, and never under a minute.

@@ -20,6 +20,7 @@ mod fused;
 mod group;
 mod qualify;
 mod route;
+mod settings;
 mod writes;
 
 use std::time::Instant;
@@ -38,6 +39,7 @@ pub use eager::Handoff;
 pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 pub use fused::Fusion;
 pub use group::Group;
+pub use settings::{TelephonyError, TelephonyKind, TelephonySettings};
 use writes::Writes;
 pub(crate) use writes::{Executions, NewRow, insert_step_rows_sql};
 

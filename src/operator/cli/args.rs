@@ -6,7 +6,7 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
-use crate::config::DbSettings;
+use crate::db::DbSettings;
 use crate::operator::page::PageRequest;
 
 #[derive(Debug, Args)]

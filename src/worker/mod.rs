@@ -7,6 +7,8 @@
 //! under an old name would never have its orphaned jobs rescued. The replaced worker's claims
 //! are handed back at once ([`crate::claims`]), not after the rescue timeout.
 
+mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +19,13 @@ use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::WorkerSettings;
 use crate::lead::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob};
 use crate::retention;
 use crate::steps::{Engine, Fusion, Group, Handoff};
 use crate::wakeup::{Announcer, Gated, Signal, Wakeup};
+pub use settings::WorkerSettings;
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].
 pub struct Workers {
