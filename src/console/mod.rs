@@ -8,6 +8,7 @@ mod jobs;
 mod layout;
 mod leads;
 mod log;
+mod markup;
 mod overview;
 mod session;
 

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
-use super::layout;
+use super::markup;
 use crate::hooks::token_hash;
 use crate::operator::Actor;
 use crate::operator::api::AdminToken;
@@ -87,14 +87,14 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 fn forbidden(why: &str) -> Response {
-    layout::error_page(StatusCode::FORBIDDEN, "Forbidden", why)
+    markup::error_page(StatusCode::FORBIDDEN, "Forbidden", why)
 }
 
 /// Wraps the console's pages: no session, no page (GETs are sent to the log-in form, POSTs
 /// refused); a POST without the session's CSRF token gets 403.
 pub async fn guard<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response> {
     let Some(pool) = req.data::<PgPool>().cloned() else {
-        return Ok(layout::error_page(
+        return Ok(markup::error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal error",
             "no database",
@@ -102,7 +102,7 @@ pub async fn guard<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Respons
         .into_response());
     };
     let Some(admin) = req.data::<Arc<AdminToken>>().map(|a| a.fingerprint()) else {
-        return Ok(layout::error_page(
+        return Ok(markup::error_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal error",
             "no admin token",
@@ -117,8 +117,8 @@ pub async fn guard<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Respons
     let session = match session {
         Ok(Some(s)) => s,
         Ok(None) if is_post => return Ok(forbidden("Your session has ended; log in again.")),
-        Ok(None) => return Ok(layout::redirect("/console/login")),
-        Err(e) => return Ok(layout::db_error(&e)),
+        Ok(None) => return Ok(markup::redirect("/console/login")),
+        Err(e) => return Ok(markup::db_error(&e)),
     };
     if is_post {
         let body = req.take_body().into_bytes_limit(MAX_FORM).await;
@@ -185,7 +185,7 @@ pub async fn login_form(engine: Data<&Arc<Engine>>) -> Response {
 
 fn login_page(code: StatusCode, problem: Option<&str>, secure: bool) -> Response {
     let csrf = random_token();
-    let mut resp = poem::web::Html(layout::login(&csrf, problem).into_string()).into_response();
+    let mut resp = poem::web::Html(markup::login(&csrf, problem).into_string()).into_response();
     resp.set_status(code);
     let cookie = set_cookie(LOGIN_COOKIE, &csrf, "/console/login", 600, secure);
     if let Ok(v) = cookie.parse() {
@@ -242,10 +242,10 @@ pub async fn login(
     .execute(*pool)
     .await;
     if let Err(e) = created {
-        return layout::db_error(&e);
+        return markup::db_error(&e);
     }
     tracing::info!(%actor, "console log-in");
-    let mut resp = layout::redirect("/console");
+    let mut resp = markup::redirect("/console");
     for c in [
         set_cookie(
             SESSION_COOKIE,
@@ -274,9 +274,9 @@ pub async fn logout(
         .execute(*pool)
         .await;
     if let Err(e) = ended {
-        return layout::db_error(&e);
+        return markup::db_error(&e);
     }
-    let mut resp = layout::redirect("/console/login");
+    let mut resp = markup::redirect("/console/login");
     let c = set_cookie(SESSION_COOKIE, "", "/console", 0, secure(&engine));
     if let Ok(v) = c.parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);

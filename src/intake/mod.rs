@@ -13,6 +13,7 @@ mod request;
 #[cfg(feature = "testing")]
 pub mod sample;
 pub(crate) mod store;
+mod submitted;
 pub mod tokens;
 
 use std::sync::{Arc, OnceLock};

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::store::{LogEntry, StoreError, Submitted};
+use super::submitted::{LogEntry, StoreError, Submitted};
 use super::tokens::{self, Stamp};
 use crate::announce::{self, Announcements};
 use crate::db::Query;

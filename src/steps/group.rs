@@ -17,20 +17,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::callback::{self, Answer, Call, Prepared};
+use super::batch::{spawn_runners, split_repeats};
+use super::callback::{self, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes, eager, fused};
 use crate::lead::Step;
 use crate::metrics::Pending;
 use crate::queue::{ClaimedDone, StepJob};
-
-/// Transactions of one step's group open at once in a process: one group collects while the
-/// other waits on PostgreSQL.
-const RUNNERS: usize = 2;
 
 /// The entry to one step's group commit. Cheap to clone; its runners end once every clone is
 /// dropped.
@@ -40,7 +37,7 @@ pub struct Group {
     sender: mpsc::Sender<Item>,
     /// The callback step's: records the provider's answers to calls placed at the same time
     /// in one transaction.
-    recorder: Option<Recorder>,
+    recorder: Option<callback::Recorder>,
     /// Qualify's: what its groups need to route their leads and claim their callbacks (see
     /// [`fused`]).
     fusion: Option<fused::Fusion>,
@@ -101,14 +98,8 @@ impl Group {
         tasks: &mut JoinSet<()>,
     ) -> Group {
         let max = max.max(1);
-        let recorder = (step == Step::Callback).then(|| {
-            let engine = engine.clone();
-            Recorder {
-                sender: spawn_runners(tasks, max, move |items| {
-                    record_answers(engine.clone(), items)
-                }),
-            }
-        });
+        let recorder =
+            (step == Step::Callback).then(|| callback::Recorder::start(engine.clone(), max, tasks));
         let for_runners = fusion.clone();
         Group {
             step,
@@ -249,27 +240,6 @@ impl Group {
     }
 }
 
-/// Starts [`RUNNERS`] tasks on `tasks`, each taking the next batch of up to `max` items from
-/// one shared channel and handing it to `work`. They end once every sender is dropped.
-fn spawn_runners<T, F, Fut>(tasks: &mut JoinSet<()>, max: usize, work: F) -> mpsc::Sender<T>
-where
-    T: Send + 'static,
-    F: Fn(Vec<T>) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (sender, receiver) = mpsc::channel(max * RUNNERS);
-    let receiver = Arc::new(Mutex::new(receiver));
-    for _ in 0..RUNNERS {
-        let (receiver, work) = (receiver.clone(), work.clone());
-        tasks.spawn(async move {
-            while let Some(items) = next_batch(&receiver, max).await {
-                work(items).await;
-            }
-        });
-    }
-    sender
-}
-
 /// Runs one batch of step executions as a group and tells each how it went.
 async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, items: Vec<Item>) {
     let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
@@ -310,29 +280,6 @@ async fn run(engine: Arc<Engine>, step: Step, fusion: Option<fused::Fusion>, ite
             }
         }
     }
-}
-
-/// The next items waiting on `receiver`: the first as soon as it comes, then whatever else is
-/// already there, up to `max`. `None` once every sender is gone.
-async fn next_batch<T>(receiver: &Mutex<mpsc::Receiver<T>>, max: usize) -> Option<Vec<T>> {
-    let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
-    let mut items = vec![first];
-    while items.len() < max {
-        match receiver.try_recv() {
-            Ok(item) => items.push(item),
-            Err(_) => break,
-        }
-    }
-    Some(items)
-}
-
-/// Keeps the first item of each step execution (`key`: run and execution number); a second
-/// one in the same group (which would not see the first's writes) runs alone, after the
-/// group, and finds the step settled.
-fn split_repeats<T>(items: Vec<T>, key: impl Fn(&T) -> (Uuid, i32)) -> (Vec<T>, Vec<T>) {
-    let mut seen = HashSet::new();
-    items.into_iter().partition(|item| seen.insert(key(item)))
 }
 
 /// The group's transaction. What it observed goes to `pending`, to be counted once the caller
@@ -446,151 +393,4 @@ async fn execute(
     tx.commit().await?;
     outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)
-}
-
-/// Group commit for the providers' answers: callback executions whose calls were answered at
-/// the same time record them in one transaction, with the locks taken as the status path
-/// takes them (step and run, in run order, before any attempt).
-#[derive(Clone)]
-pub(crate) struct Recorder {
-    sender: mpsc::Sender<Answered>,
-}
-
-struct Answered {
-    job: StepJob,
-    job_id: String,
-    attempt: u32,
-    ctx: RunContext,
-    answer: Answer,
-    /// The worker this process claimed the job for, if it did: acknowledged with the answer.
-    claimed_by: Option<String>,
-    /// `true` once the group committed it; `false` to record it alone.
-    done: oneshot::Sender<bool>,
-}
-
-impl Recorder {
-    /// Records `answer` for execution `job` in the next group (and acknowledges its job, when
-    /// claimed for worker `claimed_by` in this process). `false` if the group could not: the
-    /// caller then records it alone.
-    pub(crate) async fn record(
-        &self,
-        job: StepJob,
-        job_id: &str,
-        attempt: u32,
-        ctx: RunContext,
-        answer: &Answer,
-        claimed_by: Option<&str>,
-    ) -> bool {
-        let (done, committed) = oneshot::channel();
-        let item = Answered {
-            job,
-            job_id: job_id.to_owned(),
-            attempt,
-            ctx,
-            answer: answer.clone(),
-            claimed_by: claimed_by.map(str::to_owned),
-            done,
-        };
-        self.sender.send(item).await.is_ok() && committed.await == Ok(true)
-    }
-}
-
-/// Records one batch of answers as a group and tells each whether it was committed.
-async fn record_answers(engine: Arc<Engine>, items: Vec<Answered>) {
-    let (items, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
-    for item in alone {
-        let _ = item.done.send(false);
-    }
-    let span = tracing::debug_span!("answer_group", size = items.len());
-    let pending = Pending::default();
-    let committed = match record_group(&engine, &items, &pending)
-        .instrument(span)
-        .await
-    {
-        Ok(()) => {
-            pending.committed();
-            true
-        }
-        Err(err) => {
-            pending.discard();
-            tracing::warn!(size = items.len(), error = %err,
-                "answer group failed; its answers are recorded one by one");
-            false
-        }
-    };
-    for item in items {
-        let _ = item.done.send(committed);
-    }
-}
-
-async fn record_group(
-    engine: &Engine,
-    items: &[Answered],
-    pending: &Pending,
-) -> Result<(), StepError> {
-    let mut tx = engine.pool.begin().await?;
-    let keys: Vec<(Uuid, i32)> = items.iter().map(|i| (i.job.run_id, i.job.n)).collect();
-    let mut locked: HashMap<(Uuid, i32), _> =
-        RunContext::lock_steps(&mut tx, Step::Callback.as_str(), &keys)
-            .await?
-            .into_iter()
-            .collect();
-    let jobs: Vec<_> = items.iter().map(|i| i.job).collect();
-    let attempts = callback::Attempts::load(&mut tx, &jobs).await?;
-    for item in items {
-        let row = locked.remove(&(item.job.run_id, item.job.n));
-        let span = super::span(Step::Callback, item.job, &item.job_id, item.attempt);
-        span.record("lead_id", tracing::field::display(item.ctx.lead_id));
-        callback::record_answer(
-            &mut tx,
-            engine,
-            item.job,
-            item.attempt,
-            item.ctx.clone(),
-            row.as_ref(),
-            &item.answer,
-            pending,
-            &attempts,
-        )
-        .instrument(span)
-        .await?;
-    }
-    let acks: Vec<ClaimedDone> = items
-        .iter()
-        .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
-        .collect();
-    crate::queue::finish_claimed(&mut *tx, &acks).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(run_id: Uuid, n: i32, job_id: &str) -> Item {
-        let (done, _) = oneshot::channel();
-        Item {
-            job: StepJob { run_id, n },
-            job_id: job_id.to_owned(),
-            attempt: 1,
-            claimed_by: None,
-            done,
-        }
-    }
-
-    #[test]
-    fn a_second_delivery_of_an_execution_runs_after_the_group() {
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let items = vec![
-            item(a, 1, "j1"),
-            item(b, 1, "j2"),
-            item(a, 1, "j3"),
-            item(a, 2, "j4"),
-        ];
-        let (group, alone) = split_repeats(items, |i| (i.job.run_id, i.job.n));
-        let ids = |v: &[Item]| v.iter().map(|i| i.job_id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&group), ["j1", "j2", "j4"]);
-        assert_eq!(ids(&alone), ["j3"]);
-    }
 }

@@ -7,6 +7,7 @@
 //! attempt time, which is also written to the job's `run_at`: retries survive restarts.
 //! Executions of a step that are ready together share that transaction ([`Group`]).
 
+mod batch;
 pub mod callback;
 mod context;
 mod eager;

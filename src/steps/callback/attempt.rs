@@ -9,7 +9,6 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::outcome::Progress;
 use super::plan::Plan;
 use super::policy::Outcome;
 use super::{Exec, speed, webhook};
@@ -17,7 +16,7 @@ use crate::db::At;
 use crate::lead::Step;
 use crate::queue::StepJob;
 use crate::steps::{LockedStep, RunContext, StepError};
-use crate::telephony::{CallRequest, PlaceError, Placed};
+use crate::telephony::{CallRequest, CallStatus, PlaceError, Placed};
 use crate::timeline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +107,18 @@ impl From<Raw> for AttemptRow {
 
 const COLUMNS: &str = "id, n, state, placed_at, updated_at, outcome, place_errors, \
                        provider_call_id, created_at, lookups, next_lookup_at";
+
+/// Where an attempt's call stands, as its row says; statuses advance it in memory and the
+/// row is written once.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Progress {
+    pub state: State,
+    pub status_rank: i16,
+    pub call_status: Option<CallStatus>,
+    pub provider_call_id: Option<String>,
+    pub answered_by: Option<String>,
+    pub outcome: Option<Outcome>,
+}
 
 /// The attempt owned by this step execution, locked.
 pub(super) async fn current(

@@ -21,6 +21,7 @@ mod lookups;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
+mod recorder;
 pub mod reports;
 mod speed;
 pub mod webhook;
@@ -32,7 +33,6 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::group::Recorder;
 use super::{Engine, LockedStep, RunContext, StepError, Writes};
 use crate::lead::{RunStatus, Step};
 use crate::metrics::{Observation, Pending};
@@ -44,6 +44,7 @@ use attempt::{AttemptRow, State};
 pub(crate) use lookups::{Attempts, Lookups};
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
+pub(crate) use recorder::Recorder;
 
 /// What one delivery of a callback job works with.
 struct Exec<'a> {

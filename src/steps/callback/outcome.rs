@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::attempt::{self, AttemptRow, State};
+use super::attempt::{self, AttemptRow, Progress, State};
 use super::policy::Outcome;
 use super::speed;
 use crate::db::At;
@@ -17,7 +17,7 @@ use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::steps::{Engine, LockedStep, RunContext, StepError};
-use crate::telephony::{CallStatus, StatusEvent};
+use crate::telephony::StatusEvent;
 use crate::timeline;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,18 +60,6 @@ struct Target {
     answered_by: Option<String>,
     team: String,
     placed_at: Option<At>,
-}
-
-/// Where an attempt's call stands, as its row says; statuses advance it in memory and the
-/// row is written once.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Progress {
-    pub state: State,
-    pub status_rank: i16,
-    pub call_status: Option<CallStatus>,
-    pub provider_call_id: Option<String>,
-    pub answered_by: Option<String>,
-    pub outcome: Option<Outcome>,
 }
 
 /// Moves `p` by `event` when the event is news: the same call, further along than recorded,
@@ -333,6 +321,7 @@ async fn wake(tx: &mut PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telephony::CallStatus;
     use crate::telephony::sim::events_for;
 
     fn placed(sid: Option<&str>) -> Progress {
