@@ -63,6 +63,15 @@ pub enum PlaceError {
     Unknown(String),
 }
 
+impl PlaceError {
+    /// What the provider (or the transport) said, without the classification.
+    pub fn message(&self) -> &str {
+        match self {
+            PlaceError::Transient(m) | PlaceError::Permanent(m) | PlaceError::Unknown(m) => m,
+        }
+    }
+}
+
 /// The future [`Provider::place`] returns. Boxed so the trait stays object-safe and the
 /// service can hold an `Arc<dyn Provider>`; one allocation per phone call is free.
 pub type PlaceFuture<'a> = Pin<Box<dyn Future<Output = Result<Placed, PlaceError>> + Send + 'a>>;

@@ -9,6 +9,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::machine::{self, Event, Timing, Write};
 use super::plan::Plan;
 use super::policy::Outcome;
 use super::{Exec, speed, webhook};
@@ -532,7 +533,10 @@ impl Exec<'_> {
 
     /// Records the provider's answer and moves the step on, in the caller's transaction,
     /// which holds the step's and the run's locks; `locked` is the step and run as locked
-    /// there, and `current` the execution's attempt as read (locked) after them.
+    /// there, and `current` the execution's attempt as read (locked) after them. What the
+    /// answer means is [`machine::next`]'s: a status callback may have settled the attempt
+    /// while the request was out, and with it the step, if a later delivery of the job was
+    /// waiting for it; a settled step takes the answer as a fact, and decides nothing again.
     pub(super) async fn record_answer(
         &self,
         tx: &mut PgConnection,
@@ -541,142 +545,80 @@ impl Exec<'_> {
         answer: &Answer,
     ) -> Result<(), StepError> {
         let engine = self.engine;
-        let settings = &engine.callbacks;
         let now = engine.clock.now();
-        // As read after the step's locks: a status callback may have settled the attempt
-        // while the request was out, and with it the step, if a later delivery of the job
-        // was waiting for it. A settled step takes the answer as a fact, and decides nothing
-        // again.
         let Some(current) = current else {
             return Ok(());
         };
         let open = locked.is_some_and(|l| !l.is_settled());
-        if answer.result.is_err() && (current.state == State::Done || !open) {
-            if open {
-                self.decide(tx, &current, now).await?;
+        let event = Event::Answered {
+            answer: &answer.result,
+            open,
+        };
+        let timing = Timing::of(&engine.callbacks);
+        let step = machine::next(&current, event, now, &timing, rand::random());
+        let row = match (step.write, &answer.result) {
+            (Write::Placed, Ok(placed)) => {
+                let ctx = locked.map_or(&self.ctx, |l| &l.ctx);
+                self.record_placed(tx, &current, placed, answer.at, ctx)
+                    .await?
             }
-            return Ok(());
+            (
+                Write::Error {
+                    state,
+                    errors,
+                    outcome,
+                    timeline,
+                },
+                Err(error),
+            ) => {
+                let message = error.message();
+                record_error(tx, current.id, state.as_str(), errors, message, now).await?;
+                if let Some((event, detail)) = timeline {
+                    let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
+                    timeline::record(&mut *tx, lead, run, event, timeline::SYSTEM, detail).await?;
+                }
+                match outcome {
+                    Some(outcome) => self.settle(tx, current.id, outcome, now).await?,
+                    None => current,
+                }
+            }
+            _ => current,
+        };
+        self.then(tx, &row, step.then, now).await
+    }
+
+    /// The call the provider took: its id on the attempt (placed, unless a status settled it
+    /// first), `call.placed` in the timeline, and speed to lead for a run's first call.
+    async fn record_placed(
+        &self,
+        tx: &mut PgConnection,
+        current: &AttemptRow,
+        placed: &Placed,
+        at: Timestamp,
+        ctx: &RunContext,
+    ) -> Result<AttemptRow, StepError> {
+        let engine = self.engine;
+        let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
+                    placed_at = COALESCE(placed_at, $4), updated_at = $3, \
+                    state = CASE WHEN state = 'done' THEN 'done' ELSE 'placed' END \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(current.id)
+        .bind(&placed.call_sid)
+        .bind(At(engine.clock.now()))
+        .bind(At(at))
+        .fetch_one(&mut *tx)
+        .await?;
+        let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
+        let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
+        timeline::record(&mut *tx, lead, run, "call.placed", timeline::SYSTEM, detail).await?;
+        if current.placed_at.is_none() && current.n == 1 {
+            let placed_at = engine.clock.to_real(at);
+            self.pending
+                .push(speed::first_call(ctx, &self.team_id, placed_at));
         }
-        match &answer.result {
-            Ok(placed) => {
-                let row: Raw = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE callback_attempts SET provider_call_id = COALESCE(provider_call_id, $2), \
-                            placed_at = COALESCE(placed_at, $4), updated_at = $3, \
-                            state = CASE WHEN state = 'done' THEN 'done' ELSE 'placed' END \
-                     WHERE id = $1 RETURNING {COLUMNS}"
-                )))
-                .bind(current.id)
-                .bind(&placed.call_sid)
-                .bind(At(now))
-                .bind(At(answer.at))
-                .fetch_one(&mut *tx)
-                .await?;
-                let detail = json!({ "attempt": row.n, "provider": engine.provider.name(), "provider_call_id": placed.call_sid });
-                timeline::record(
-                    &mut *tx,
-                    self.ctx.lead_id,
-                    Some(self.ctx.run_id),
-                    "call.placed",
-                    timeline::SYSTEM,
-                    detail,
-                )
-                .await?;
-                if current.placed_at.is_none() && current.n == 1 {
-                    let placed_at = engine.clock.to_real(answer.at);
-                    let ctx = locked.map_or(&self.ctx, |l| &l.ctx);
-                    self.pending
-                        .push(speed::first_call(ctx, &self.team_id, placed_at));
-                }
-                let row = AttemptRow::from(row);
-                if !open {
-                    return Ok(());
-                }
-                if row.state == State::Done {
-                    self.decide(&mut *tx, &row, now).await?;
-                } else {
-                    // A status callback wakes the step; if none comes, it asks the provider.
-                    let check = jiff::SignedDuration::try_from(settings.reconcile_after)
-                        .unwrap_or_default();
-                    self.wait(&mut *tx, now.checked_add(check).unwrap_or(now), None)
-                        .await?;
-                }
-            }
-            Err(PlaceError::Transient(message)) => {
-                let errors = current.place_errors + 1;
-                match settings
-                    .provider_retry
-                    .delay_after(errors as u32, rand::random())
-                {
-                    Some(delay) => {
-                        record_error(&mut *tx, current.id, "retry", errors, message, now).await?;
-                        let delay = jiff::SignedDuration::try_from(delay).unwrap_or_default();
-                        let retry_at = now.checked_add(delay).unwrap_or(now);
-                        let detail = json!({ "attempt": current.n, "error": message, "retry_at": retry_at, "tries": errors });
-                        timeline::record(
-                            &mut *tx,
-                            self.ctx.lead_id,
-                            Some(self.ctx.run_id),
-                            "call.provider_error",
-                            timeline::SYSTEM,
-                            detail,
-                        )
-                        .await?;
-                        self.wait(&mut *tx, retry_at, None).await?;
-                    }
-                    None => {
-                        record_error(&mut *tx, current.id, "done", errors, message, now).await?;
-                        let a = self
-                            .settle(&mut *tx, current.id, Outcome::Failed, now)
-                            .await?;
-                        let reason = format!(
-                            "the provider stayed unavailable for {errors} tries: {message}"
-                        );
-                        self.finish(&mut *tx, crate::lead::RunStatus::Failed, &reason, &a)
-                            .await?;
-                    }
-                }
-            }
-            Err(PlaceError::Permanent(message)) => {
-                record_error(
-                    &mut *tx,
-                    current.id,
-                    "done",
-                    current.place_errors,
-                    message,
-                    now,
-                )
-                .await?;
-                let refusal = Outcome::of_refusal(message);
-                let a = self.settle(&mut *tx, current.id, refusal, now).await?;
-                self.decide(&mut *tx, &a, now).await?;
-            }
-            Err(PlaceError::Unknown(message)) => {
-                record_error(
-                    &mut *tx,
-                    current.id,
-                    "unknown",
-                    current.place_errors,
-                    message,
-                    now,
-                )
-                .await?;
-                let detail = json!({ "attempt": current.n, "error": message });
-                timeline::record(
-                    &mut *tx,
-                    self.ctx.lead_id,
-                    Some(self.ctx.run_id),
-                    "call.unknown",
-                    timeline::SYSTEM,
-                    detail,
-                )
-                .await?;
-                let window =
-                    jiff::SignedDuration::try_from(settings.unknown_window).unwrap_or_default();
-                self.wait(&mut *tx, now.checked_add(window).unwrap_or(now), None)
-                    .await?;
-            }
-        }
-        Ok(())
+        Ok(AttemptRow::from(row))
     }
 }
 

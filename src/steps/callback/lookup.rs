@@ -19,10 +19,9 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::attempt::{self, AttemptRow, State};
-use super::policy::Outcome;
+use super::attempt::{self, AttemptRow};
+use super::machine::{self, Event, Timing, Write};
 use super::{Exec, outcome, speed};
-use crate::lead::RunStatus;
 use crate::metrics::Observation;
 use crate::retry::RetryPolicy;
 use crate::steps::StepError;
@@ -99,20 +98,15 @@ pub(super) fn retry_delay(policy: &RetryPolicy, lookups: u32, seed: u64) -> Dura
 }
 
 impl Exec<'_> {
-    /// Asks the provider whether attempt `a`'s call went out, past its unknown window, and
-    /// acts on the answer in the caller's transaction (which holds the step's lock, so one
-    /// execution asks at a time).
+    /// Asks the provider whether attempt `a`'s call went out, its unknown window over and its
+    /// lookup due, and acts on the answer as [`machine::next`] says, in the caller's
+    /// transaction (which holds the step's lock, so one execution asks at a time).
     pub(super) async fn look_up(
         &self,
         tx: &mut PgConnection,
         a: AttemptRow,
         now: Timestamp,
     ) -> Result<(), StepError> {
-        if let Some(again) = a.next_lookup_at.map(|at| at.0)
-            && now < again
-        {
-            return self.wait(tx, again, None).await;
-        }
         let engine = self.engine;
         let to = self.ctx.phone_e164.as_deref().unwrap_or_default();
         let wanted = Wanted {
@@ -125,22 +119,25 @@ impl Exec<'_> {
             .written
             .checked_sub(CLOCK_SKEW)
             .unwrap_or(wanted.written);
-        let listed = engine.provider.calls_to(to, since).await;
-        let listed = match listed {
-            Ok(listed) => listed,
-            Err(e) => return self.lookup_failed(tx, &a, &e.to_string(), now).await,
+        let found = match engine.provider.calls_to(to, since).await {
+            Ok(listed) => {
+                let sids: Vec<&str> = listed.iter().map(|c| c.call_sid.as_str()).collect();
+                let held = attempt::held_calls(tx, &sids).await?;
+                Ok(choose(listed, &wanted, &held))
+            }
+            Err(e) => Err(e.to_string()),
         };
-        let sids: Vec<&str> = listed.iter().map(|c| c.call_sid.as_str()).collect();
-        let held = attempt::held_calls(tx, &sids).await?;
-        match choose(listed, &wanted, &held) {
-            Found::None => {
+        let timing = Timing::of(&engine.callbacks);
+        let event = Event::Listed(found.as_ref().map_err(String::as_str));
+        let step = machine::next(&a, event, now, &timing, rand::random());
+        let a = match (step.write, found) {
+            (Write::Settle(outcome), _) => {
                 tracing::info!(attempt_id = %a.id, "lookup: the provider has no call for the attempt");
                 self.record_lookup(tx, &a, None, NOT_FOUND, json!({}))
                     .await?;
-                let a = self.settle(tx, a.id, Outcome::Lost, now).await?;
-                self.decide(tx, &a, now).await
+                self.settle(tx, a.id, outcome, now).await?
             }
-            Found::Adopt { call, others } => {
+            (Write::Adopt, Ok(Found::Adopt { call, others })) => {
                 tracing::info!(attempt_id = %a.id, call_sid = call.call_sid, "lookup: adopted the attempt's call");
                 if !others.is_empty() {
                     tracing::warn!(attempt_id = %a.id, others = others.len(), "lookup: several calls matched; the earliest is adopted");
@@ -150,47 +147,18 @@ impl Exec<'_> {
                     "status": call.status.map(|s| s.as_str()), "others": others,
                 });
                 self.record_lookup(tx, &a, None, ADOPTED, detail).await?;
-                self.adopt(tx, &a, call, now).await
+                self.adopt(tx, &a, call).await?
             }
-        }
-    }
-
-    /// The provider could not be asked: ask again after the backoff, unless the attempt has
-    /// waited longer than any call lasts, when its run goes to an operator (no call is risked;
-    /// the attempt stays `unknown`).
-    async fn lookup_failed(
-        &self,
-        tx: &mut PgConnection,
-        a: &AttemptRow,
-        error: &str,
-        now: Timestamp,
-    ) -> Result<(), StepError> {
-        tracing::warn!(attempt_id = %a.id, error, "lookup: could not ask the provider");
-        let settings = &self.engine.callbacks;
-        let lookups = u32::try_from(a.lookups + 1).unwrap_or(u32::MAX);
-        let delay = retry_delay(&settings.provider_retry, lookups, rand::random());
-        let again = now
-            .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
-            .unwrap_or(now);
-        let give_up = a
-            .created_at
-            .0
-            .checked_add(SignedDuration::try_from(settings.outcome_timeout).unwrap_or_default())
-            .unwrap_or(now);
-        let detail = json!({ "error": error, "next_lookup_at": again });
-        self.record_lookup(tx, a, Some(again), UNANSWERED, detail)
-            .await?;
-        if now >= give_up {
-            let reason = format!(
-                "whether attempt {} went out is unknown: the provider could not be asked ({lookups} tries)",
-                a.n
-            );
-            let output = json!({ "attempt": a.n, "outcome": null });
-            return self
-                .close(tx, RunStatus::Failed, &reason, output, Some(a.n))
-                .await;
-        }
-        self.wait(tx, again, None).await
+            (Write::LookupFailed { again }, Err(error)) => {
+                tracing::warn!(attempt_id = %a.id, error, "lookup: could not ask the provider");
+                let detail = json!({ "error": error, "next_lookup_at": again });
+                self.record_lookup(tx, &a, Some(again), UNANSWERED, detail)
+                    .await?;
+                a
+            }
+            _ => a,
+        };
+        self.then(tx, &a, step.then, now).await
     }
 
     /// Counts the lookup, in the attempt's row, the timeline (`call.lookup`, with `detail`
@@ -214,14 +182,14 @@ impl Exec<'_> {
     }
 
     /// Takes the found call as the attempt's and applies its status as a status callback
-    /// would; from there the call is reconciled by its id like any placed call.
+    /// would; from there the call is reconciled by its id like any placed call. Returns the
+    /// attempt as now written.
     async fn adopt(
         &self,
         tx: &mut PgConnection,
         a: &AttemptRow,
         call: ListedCall,
-        now: Timestamp,
-    ) -> Result<(), StepError> {
+    ) -> Result<AttemptRow, StepError> {
         let engine = self.engine;
         attempt::adopt(
             tx,
@@ -238,15 +206,8 @@ impl Exec<'_> {
             let events = std::slice::from_ref(&event);
             outcome::apply_on(tx, engine, &self.ctx, a.id, events, self.pending).await?;
         }
-        match attempt::current(tx, self.job).await? {
-            Some(settled) if settled.state == State::Done => self.decide(tx, &settled, now).await,
-            _ => {
-                let check =
-                    SignedDuration::try_from(engine.callbacks.reconcile_after).unwrap_or_default();
-                self.wait(tx, now.checked_add(check).unwrap_or(now), None)
-                    .await
-            }
-        }
+        let adopted = attempt::current(tx, self.job).await?;
+        Ok(adopted.unwrap_or_else(|| a.clone()))
     }
 }
 

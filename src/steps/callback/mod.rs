@@ -18,6 +18,7 @@
 mod attempt;
 mod lookup;
 mod lookups;
+mod machine;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
@@ -42,6 +43,7 @@ use crate::workflow::{Team, Workflow};
 pub(crate) use attempt::Answer;
 use attempt::{AttemptRow, State};
 pub(crate) use lookups::{Attempts, Lookups};
+use machine::{Event, Then, Timing, Write};
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
 pub(crate) use recorder::Recorder;
@@ -165,36 +167,32 @@ pub(crate) async fn prepare(
     };
     let to_place = match current {
         None => exec.begin_attempt(tx, now).await?,
-        Some(a) => match a.state {
-            State::Retry => match exec.retry_attempt(tx, a, now).await? {
-                Some(row) => ToPlace::Row(row),
-                None => ToPlace::Nothing,
-            },
-            State::Placing | State::Unknown => {
-                let window = SignedDuration::try_from(engine.callbacks.unknown_window)
-                    .unwrap_or(SignedDuration::ZERO);
-                let until = a.updated_at.0.checked_add(window).unwrap_or(now);
-                if now < until {
-                    exec.wait(tx, until, None).await?;
-                } else if !may_ask_provider {
+        Some(a) => {
+            let timing = Timing::of(&engine.callbacks);
+            let step = machine::next(&a, Event::Run, now, &timing, rand::random());
+            match step.then {
+                Then::PlaceAgain => match exec.retry_attempt(tx, a, now).await? {
+                    Some(row) => ToPlace::Row(row),
+                    None => ToPlace::Nothing,
+                },
+                // Asking the provider is done alone, not while holding a group's transaction.
+                Then::LookUp | Then::AskStatus if !may_ask_provider => {
                     return Ok(Prepared::Alone);
-                } else {
-                    // No status callback came for a call that may have gone out: the provider
-                    // says whether it did, before the attempt may count as lost.
-                    exec.look_up(tx, a, now).await?;
                 }
-                ToPlace::Nothing
+                Then::LookUp => {
+                    exec.look_up(tx, a, now).await?;
+                    ToPlace::Nothing
+                }
+                Then::AskStatus => {
+                    exec.follow_up(tx, a, now).await?;
+                    ToPlace::Nothing
+                }
+                then => {
+                    exec.then(tx, &a, then, now).await?;
+                    ToPlace::Nothing
+                }
             }
-            State::Placed if !may_ask_provider => return Ok(Prepared::Alone),
-            State::Placed => {
-                exec.follow_up(tx, a, now).await?;
-                ToPlace::Nothing
-            }
-            State::Done => {
-                exec.decide(tx, &a, now).await?;
-                ToPlace::Nothing
-            }
-        },
+        }
     };
     Ok(match to_place {
         ToPlace::Row(row) => Prepared::Call(Box::new(Call { ctx: exec.ctx, row })),
@@ -432,64 +430,74 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// A placed call whose final status has not come: ask the provider how it stands; apply
-    /// a final answer, else wait again. Past the outcome timeout, hand the run to an operator
-    /// rather than risk a second call.
+    /// A placed call whose final status has not come, its check due: ask the provider how it
+    /// stands, and act on the answer as [`machine::next`] says.
     async fn follow_up(
         &self,
         tx: &mut PgConnection,
         a: AttemptRow,
         now: Timestamp,
     ) -> Result<(), StepError> {
-        let settings = &self.engine.callbacks;
-        let span = |d| SignedDuration::try_from(d).unwrap_or(SignedDuration::ZERO);
-        let since = a.placed_at.map_or(a.updated_at.0, |p| p.0);
-        let give_up = since
-            .checked_add(span(settings.outcome_timeout))
-            .unwrap_or(now);
-        let next_check = since
-            .checked_add(span(settings.reconcile_after))
-            .unwrap_or(now);
-        if now < next_check.min(give_up) {
-            return self.wait(tx, next_check.min(give_up), None).await;
+        let sid = a.provider_call_id.clone().unwrap_or_default();
+        let asked = self.engine.provider.status(&sid).await;
+        if let Err(e) = &asked {
+            tracing::warn!(attempt_id = %a.id, error = %e, "could not ask the provider about the call");
         }
-        if let Some(sid) = a.provider_call_id.as_deref() {
-            match self.engine.provider.status(sid).await {
-                Ok(Some(event)) if event.call_status.is_terminal() => {
-                    let events = std::slice::from_ref(&event);
-                    outcome::apply_on(tx, self.engine, &self.ctx, a.id, events, self.pending)
-                        .await?;
-                    let detail = json!({ "attempt": a.n, "status": event.call_status.as_str(), "source": "provider" });
-                    timeline::record(
-                        tx,
-                        self.ctx.lead_id,
-                        Some(self.ctx.run_id),
-                        "call.reconciled",
-                        timeline::SYSTEM,
-                        detail,
-                    )
+        let message = asked.as_ref().err().map(|e| e.to_string());
+        let event = match &asked {
+            Ok(status) => Event::Asked(Ok(status.as_ref())),
+            Err(_) => Event::Asked(Err(message.as_deref().unwrap_or_default())),
+        };
+        let timing = Timing::of(&self.engine.callbacks);
+        let step = machine::next(&a, event, now, &timing, rand::random());
+        let a = match (step.write, &asked) {
+            (Write::Status, Ok(Some(event))) => {
+                let events = std::slice::from_ref(event);
+                outcome::apply_on(tx, self.engine, &self.ctx, a.id, events, self.pending).await?;
+                let detail = json!({ "attempt": a.n, "status": event.call_status.as_str(), "source": "provider" });
+                let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
+                timeline::record(tx, lead, run, "call.reconciled", timeline::SYSTEM, detail)
                     .await?;
-                    if let Some(settled) = attempt::current(tx, self.job).await? {
-                        return self.decide(tx, &settled, now).await;
-                    }
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(attempt_id = %a.id, error = %e, "could not ask the provider about the call")
+                match attempt::current(tx, self.job).await? {
+                    Some(settled) => settled,
+                    None => return Ok(()),
                 }
             }
+            (Write::Settle(outcome), _) => self.settle(tx, a.id, outcome, now).await?,
+            _ => a,
+        };
+        self.then(tx, &a, step.then, now).await
+    }
+
+    /// Carries out what an attempt's transition says to do next ([`machine::Then`]), `a`
+    /// being the attempt as now written. Asking the provider is not among them: the
+    /// execution does that itself ([`prepare`]).
+    async fn then(
+        &self,
+        tx: &mut PgConnection,
+        a: &AttemptRow,
+        then: Then,
+        now: Timestamp,
+    ) -> Result<(), StepError> {
+        match then {
+            Then::Nothing => Ok(()),
+            Then::Wait(until) => self.wait(tx, until, None).await,
+            Then::Decide => self.decide(tx, a, now).await,
+            Then::DecideOrWait(_) if a.state == State::Done => self.decide(tx, a, now).await,
+            Then::DecideOrWait(until) => self.wait(tx, until, None).await,
+            Then::Fail(reason) if a.outcome.is_some() => {
+                self.finish(tx, RunStatus::Failed, &reason, a).await
+            }
+            Then::Fail(reason) => {
+                let output = json!({ "attempt": a.n, "outcome": null });
+                self.close(tx, RunStatus::Failed, &reason, output, Some(a.n))
+                    .await
+            }
+            Then::PlaceAgain | Then::LookUp | Then::AskStatus => {
+                tracing::error!(?then, attempt_id = %a.id, "not an action for after a write");
+                Ok(())
+            }
         }
-        if now >= give_up {
-            self.settle(tx, a.id, Outcome::Lost, now).await?;
-            let reason = format!("attempt {} got no final status from the provider", a.n);
-            return self.finish(tx, RunStatus::Failed, &reason, &a).await;
-        }
-        let again = now
-            .checked_add(span(settings.reconcile_after))
-            .unwrap_or(now)
-            .min(give_up);
-        self.wait(tx, again, None).await
     }
 
     /// The attempt is settled: end the run, or schedule the next attempt.

@@ -5,12 +5,11 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::attempt::{self, AttemptRow, Progress, State};
-use super::policy::Outcome;
+use super::machine;
 use super::speed;
 use crate::db::At;
 use crate::lead::Step;
@@ -60,41 +59,6 @@ struct Target {
     answered_by: Option<String>,
     team: String,
     placed_at: Option<At>,
-}
-
-/// Moves `p` by `event` when the event is news: the same call, further along than recorded,
-/// and the attempt not settled yet. Returns the event's timeline entry when it moved.
-fn advance(p: &mut Progress, attempt_n: i32, event: &StatusEvent) -> Option<(String, Value)> {
-    if p.provider_call_id
-        .as_deref()
-        .is_some_and(|sid| sid != event.call_sid)
-    {
-        tracing::warn!("status callback for a call that is not this attempt's; ignored");
-        return None;
-    }
-    let rank = i16::from(event.call_status.rank());
-    if p.state == State::Done || rank <= p.status_rank {
-        return None;
-    }
-    let outcome = Outcome::of_status(event);
-    p.status_rank = rank;
-    p.call_status = Some(event.call_status);
-    p.provider_call_id = Some(event.call_sid.clone());
-    p.answered_by = event.answered_by.clone().or(p.answered_by.take());
-    if outcome.is_some() {
-        p.state = State::Done;
-        p.outcome = outcome;
-    } else if matches!(p.state, State::Placing | State::Unknown) {
-        p.state = State::Placed;
-    }
-    let detail = json!({
-        "attempt": attempt_n,
-        "status": event.call_status.as_str(),
-        "answered_by": event.answered_by,
-        "duration_s": event.call_duration,
-        "outcome": outcome.map(Outcome::as_str),
-    });
-    Some((format!("call.{}", event.call_status.as_str()), detail))
 }
 
 pub async fn apply(
@@ -253,7 +217,7 @@ pub(super) async fn apply_on_many(
         {
             let _span = tracing::info_span!("status", attempt_id = %id).entered();
             for event in item.events {
-                if let Some((event, detail)) = advance(&mut progress, t.n, event) {
+                if let Some((event, detail)) = machine::advance(&mut progress, t.n, event) {
                     entries.push(timeline::Entry {
                         lead_id: item.ctx.lead_id,
                         run_id: Some(item.ctx.run_id),
@@ -316,92 +280,4 @@ async fn wake(tx: &mut PgConnection, job_id: &str) -> Result<(), sqlx::Error> {
         queue::announce(tx, Step::Callback, &id).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::telephony::CallStatus;
-    use crate::telephony::sim::events_for;
-
-    fn placed(sid: Option<&str>) -> Progress {
-        Progress {
-            state: State::Placed,
-            status_rank: -1,
-            call_status: None,
-            provider_call_id: sid.map(str::to_owned),
-            answered_by: None,
-            outcome: None,
-        }
-    }
-
-    fn names(entries: &[(String, Value)]) -> Vec<&str> {
-        entries.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    #[test]
-    fn a_calls_statuses_in_order_end_in_its_outcome() {
-        let mut p = placed(Some("CA1"));
-        let events = events_for("CA1", CallStatus::Completed);
-        let entries: Vec<_> = events
-            .iter()
-            .filter_map(|e| advance(&mut p, 1, e))
-            .collect();
-        assert_eq!(
-            names(&entries),
-            [
-                "call.initiated",
-                "call.ringing",
-                "call.in-progress",
-                "call.completed"
-            ]
-        );
-        assert_eq!(p.state, State::Done);
-        assert_eq!(p.outcome, Some(Outcome::Called));
-        assert_eq!(p.call_status, Some(CallStatus::Completed));
-        assert_eq!(p.status_rank, 4);
-        assert_eq!(p.answered_by.as_deref(), Some("human"));
-        assert_eq!(entries[3].1["outcome"], "called");
-        assert_eq!(entries[0].1["outcome"], Value::Null);
-    }
-
-    #[test]
-    fn duplicates_late_statuses_and_news_after_the_end_change_nothing() {
-        let mut p = placed(Some("CA1"));
-        let busy = events_for("CA1", CallStatus::Busy);
-        let mut shuffled = vec![busy[1].clone(), busy[0].clone(), busy[1].clone()];
-        shuffled.extend(events_for("CA1", CallStatus::Completed));
-        let entries: Vec<_> = shuffled
-            .iter()
-            .filter_map(|e| advance(&mut p, 2, e))
-            .collect();
-        assert_eq!(names(&entries), ["call.busy"]);
-        assert_eq!(p.outcome, Some(Outcome::Busy));
-        assert_eq!(entries[0].1["attempt"], 2);
-    }
-
-    #[test]
-    fn another_calls_status_is_ignored() {
-        let mut p = placed(Some("CA1"));
-        let before = p.clone();
-        for e in events_for("CA2", CallStatus::Completed) {
-            assert!(advance(&mut p, 1, &e).is_none());
-        }
-        assert_eq!(p, before);
-    }
-
-    #[test]
-    fn a_status_that_overtakes_the_providers_answer_places_the_call() {
-        let mut p = Progress {
-            state: State::Placing,
-            ..placed(None)
-        };
-        let events = events_for("CA9", CallStatus::Completed);
-        assert!(advance(&mut p, 1, &events[0]).is_some());
-        assert_eq!(p.state, State::Placed);
-        assert_eq!(p.provider_call_id.as_deref(), Some("CA9"));
-        // Once the call id is known, another call's statuses do not count.
-        assert!(advance(&mut p, 1, &events_for("CA8", CallStatus::Busy)[1]).is_none());
-        assert_eq!(p.outcome, None);
-    }
 }
