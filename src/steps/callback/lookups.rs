@@ -14,7 +14,8 @@ use jiff::Timestamp;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::attempt::{self, AttemptRow};
+use super::attempt;
+use super::state::AttemptRow;
 use crate::queue::StepJob;
 use crate::steps::{Engine, RunContext};
 

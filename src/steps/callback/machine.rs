@@ -36,9 +36,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::attempt::{AttemptRow, Progress, State};
-use super::lookup::Found;
+use super::matching::{self, Found};
 use super::policy::Outcome;
+use super::state::{AttemptRow, Progress, State};
 use crate::retry::RetryPolicy;
 use crate::telephony::{PlaceError, Placed, StatusEvent};
 
@@ -269,10 +269,7 @@ fn on_listed(
         Ok(Found::None) => step(Write::Settle(Outcome::Lost), Then::Decide),
         Err(_) => {
             let lookups = u32::try_from(a.lookups + 1).unwrap_or(u32::MAX);
-            let again = plus(
-                now,
-                super::lookup::retry_delay(&t.provider_retry, lookups, seed),
-            );
+            let again = plus(now, matching::retry_delay(&t.provider_retry, lookups, seed));
             let write = Write::LookupFailed { again };
             if now >= plus(a.created_at.0, t.outcome_timeout) {
                 let reason = format!(

@@ -19,12 +19,14 @@ mod attempt;
 mod lookup;
 mod lookups;
 mod machine;
+mod matching;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
 mod recorder;
 pub mod reports;
 mod speed;
+mod state;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -41,12 +43,12 @@ use crate::queue::{self, StepJob};
 use crate::timeline;
 use crate::workflow::{Team, Workflow};
 pub(crate) use attempt::Answer;
-use attempt::{AttemptRow, State};
 pub(crate) use lookups::{Attempts, Lookups};
 use machine::{Event, Then, Timing, Write};
 use plan::{Plan, Rule};
 use policy::{Next, Outcome};
 pub(crate) use recorder::Recorder;
+use state::{AttemptRow, State};
 
 /// What one delivery of a callback job works with.
 struct Exec<'a> {

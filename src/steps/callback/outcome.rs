@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::attempt::{self, AttemptRow, Progress, State};
+use super::attempt;
 use super::machine;
 use super::speed;
+use super::state::{AttemptRow, Progress, State};
 use crate::db::At;
 use crate::lead::Step;
 use crate::metrics::{Observation, Pending};
