@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use crate::lead::Step;
+use crate::graph::Step;
 
 /// Workers of this process that are gone and may still hold claims, and the jobs executing
 /// in this process. Cheap to clone.

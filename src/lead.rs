@@ -225,8 +225,6 @@ impl fmt::Display for RunStatus {
     }
 }
 
-pub use crate::graph::Step;
-
 #[derive(Debug, thiserror::Error)]
 #[error("unknown {kind} {value:?}")]
 pub struct UnknownName {

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use ulid::Ulid;
 use uuid::Uuid;
 
-use crate::lead::Step;
+use crate::graph::Step;
 
 /// The apalis queue (its `job_type`) that runs a step, as the graph names it. `validate` runs
 /// inline at intake.

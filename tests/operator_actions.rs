@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::fake_twilio::{FakeTwilio, Reply};
 use common::{Options, TestApp, repo_path};
 use leadflow::clock::Clock;
-use leadflow::lead::Step;
+use leadflow::graph::Step;
 use leadflow::steps::{CallbackSettings, ProviderConfig};
 use leadflow::telephony::twilio::TwilioConfig;
 use leadflow::workflow::Workflows;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Options, TestApp, repo_path, sample, us_phone};
-use leadflow::lead::Step;
+use leadflow::graph::Step;
 use serde_json::{Value, json};
 
 async fn rules_app() -> TestApp {

@@ -12,7 +12,8 @@ use super::submitted::{LogEntry, StoreError, Submitted};
 use super::tokens::{self, Stamp};
 use crate::announce::{self, Announcements};
 use crate::db::Query;
-use crate::lead::{RunStatus, Step};
+use crate::graph::Step;
+use crate::lead::RunStatus;
 use crate::metrics::{self, LeadOutcome, Observation};
 use crate::queue::{self, NewJob, Started, StepJob};
 use crate::reply::{self, ApiError};
@@ -107,7 +108,7 @@ impl Rows {
         let worker = handoff.and_then(Handoff::worker);
         let started = worker.clone().map(Started::ClaimedBy);
         let next = match verdict {
-            Ok(_) => steps::new_executions(Step::Qualify, &[first], started.as_ref()),
+            Ok(_) => steps::new_executions(Step::first_on_workers(), &[first], started.as_ref()),
             Err(_) => Vec::new(),
         };
         let ids = (lead_id, run_id);
@@ -147,7 +148,7 @@ impl Rows {
     /// Announces the stored request's queued job, counts the request and answers it.
     pub(super) fn answer(self, input: &Submitted<'_>, announcements: &Announcements) -> Response {
         if let FirstJob::Queued(job_id) = &self.first {
-            announcements.announce(queue::queue_name(Step::Qualify), job_id);
+            announcements.announce(queue::queue_name(Step::first_on_workers()), job_id);
         }
         match self.rejected {
             None => metrics::lead(&input.hook.name, LeadOutcome::Accepted),

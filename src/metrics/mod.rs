@@ -32,7 +32,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use metrics_util::MetricKindMask;
 use sqlx::PgPool;
 
-use crate::lead::{RunStatus, Step};
+use crate::graph::Step;
+use crate::lead::RunStatus;
 use crate::queue;
 
 pub use exposure::{Exposure, ExposureError};

@@ -7,7 +7,8 @@ use std::time::Duration;
 use metrics::{counter, histogram};
 
 use super::{CALL_LOOKUPS, CALLBACK_ATTEMPTS, RUNS_FINISHED, SPEED_TO_LEAD};
-use crate::lead::{RunStatus, Step};
+use crate::graph::Step;
+use crate::lead::RunStatus;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {

@@ -12,7 +12,7 @@ use super::page::{Page, PageRequest};
 use super::queues;
 use super::state::{JobState, STATE_SQL};
 use crate::db::At;
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::queue::queue_name;
 
 #[derive(Debug, Clone, Default)]

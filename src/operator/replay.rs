@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
+use crate::graph::Step;
 use crate::intake::records;
-use crate::lead::{RunStatus, Step, Submission};
+use crate::lead::{RunStatus, Submission};
 use crate::queue::StepJob;
 use crate::steps;
 use crate::timeline;
@@ -73,7 +74,7 @@ pub async fn replay(
     from: Option<Step>,
     actor: &Actor,
 ) -> Result<Replayed> {
-    let from = from.unwrap_or(Step::Validate);
+    let from = from.unwrap_or(Step::ALL[0]);
     let mut tx = pool.begin().await?;
     let lead: LeadRow = sqlx::query_as(
         "SELECT l.workflow, l.submission, l.accepted, h.auto_callback AS hook_auto_callback \
@@ -116,14 +117,13 @@ pub async fn replay(
         old: &old,
         workflow,
     };
-    let (status, reason) = match from {
-        Step::Validate => new.revalidate(&mut tx, &lead).await?,
-        Step::Qualify | Step::Route | Step::Callback => {
-            new.check_prerequisites(&mut tx, &lead, from).await?;
-            new.insert(&mut tx, RunStatus::Running, None).await?;
-            new.enqueue(&mut tx, from).await?;
-            (RunStatus::Running, None)
-        }
+    let (status, reason) = if from.on_workers() {
+        new.check_prerequisites(&mut tx, &lead, from).await?;
+        new.insert(&mut tx, RunStatus::Running, None).await?;
+        new.enqueue(&mut tx, from).await?;
+        (RunStatus::Running, None)
+    } else {
+        new.revalidate(&mut tx, &lead).await?
     };
     let detail = json!({ "replay_of": old.id, "from": from, "status": status });
     timeline::record(
@@ -248,7 +248,7 @@ impl NewRun<'_> {
         self.insert(tx, outcome.0, outcome.1.as_deref()).await?;
         records::record_validate_step(tx, self.lead_id, self.id, &verdict).await?;
         if verdict.is_ok() {
-            self.enqueue(tx, Step::Qualify).await?;
+            self.enqueue(tx, Step::first_on_workers()).await?;
         }
         Ok(outcome)
     }

@@ -15,7 +15,7 @@ use super::action::{ActionResult, Outcome, run_of_job};
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use super::queues;
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::queue::{self, queue_name};
 use crate::timeline;
 

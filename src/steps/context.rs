@@ -1,28 +1,12 @@
-//! What a step knows about its run: the run's state and the lead it is about.
+//! Locking a step's row with its run, and loading the run's context ([`RunContext`]) in the
+//! same statement.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StepError;
+pub use crate::graph::RunContext;
 use crate::lead::{RunStatus, Submission};
-
-#[derive(Debug, Clone)]
-pub struct RunContext {
-    pub run_id: Uuid,
-    pub lead_id: Uuid,
-    pub workflow: String,
-    pub status: RunStatus,
-    pub team: Option<String>,
-    pub submission: Submission,
-    pub phone_e164: Option<String>,
-    /// ISO 3166 alpha-2 of the phone number (`US`).
-    pub phone_region: Option<String>,
-    pub email: Option<String>,
-    pub received_at: jiff::Timestamp,
-    pub auto_callback: bool,
-    /// What last held the first call back (`team_hours`, `stagger`, …), if anything did.
-    pub schedule_rule: Option<String>,
-}
 
 /// A step row locked with its run: the step's status and current job, and the run's context.
 #[derive(Debug)]

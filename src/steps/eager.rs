@@ -21,7 +21,7 @@ use super::callback::{self, Prepared};
 use super::{Engine, Group};
 use crate::claims::Executing;
 use crate::db;
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::pause::PauseBoard;
 use crate::queue::{self, ClaimedDone, StepJob};
 
@@ -192,29 +192,31 @@ async fn acknowledge(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<
     }
 }
 
-/// Intake's way to hand a new lead's qualify job to this process's qualify worker. Cheap to
-/// clone.
+/// Intake's way to hand a new lead's first job (its first step on workers) to this process's
+/// worker of that step. Cheap to clone.
 #[derive(Clone)]
 pub struct Handoff {
     engine: Arc<Engine>,
     pauses: Arc<PauseBoard>,
-    eager: Eager,
+    /// `None` when this process runs no worker of that step.
+    eager: Option<Eager>,
 }
 
 impl Handoff {
-    /// Starts the runner of handed-over jobs (through `qualify`, the qualify step's group)
-    /// on `tasks`; at most `limit` at once. Once `stop` is set, jobs are no longer handed
+    /// Starts the runner of handed-over jobs (through `first`, the group of the first step on
+    /// workers) on `tasks`; at most `limit` at once. Once `stop` is set, jobs are no longer handed
     /// over, and those that still come (their transaction was under way) go back to the
     /// queue.
     pub fn start(
         engine: Arc<Engine>,
         pauses: Arc<PauseBoard>,
-        qualify: Group,
+        first: Option<Group>,
         limit: usize,
         stop: watch::Receiver<bool>,
         tasks: &mut JoinSet<()>,
     ) -> Handoff {
-        let eager = Eager::start(engine.clone(), qualify, limit, Some(stop), tasks);
+        let eager =
+            first.map(|first| Eager::start(engine.clone(), first, limit, Some(stop), tasks));
         Handoff {
             engine,
             pauses,
@@ -222,9 +224,10 @@ impl Handoff {
         }
     }
 
-    /// The worker to claim a new lead's qualify job for ([`Eager::worker`]).
+    /// The worker to claim a new lead's first job for ([`Eager::worker`]).
     pub fn worker(&self) -> Option<String> {
-        self.eager.worker(&self.engine, &self.pauses, Step::Qualify)
+        let eager = self.eager.as_ref()?;
+        eager.worker(&self.engine, &self.pauses, Step::first_on_workers())
     }
 
     /// Runs `job`, claimed for `worker` by a transaction that has committed.
@@ -235,6 +238,9 @@ impl Handoff {
             worker,
             prepared: None,
         };
-        self.eager.dispatch(&self.engine, claimed).await;
+        match &self.eager {
+            Some(eager) => eager.dispatch(&self.engine, claimed).await,
+            None => release(&self.engine, &claimed).await,
+        }
     }
 }

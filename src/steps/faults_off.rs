@@ -2,7 +2,7 @@
 //! The hooks the steps call stay, and compile to nothing.
 
 use super::StepError;
-use crate::lead::Step;
+use crate::graph::Step;
 
 #[derive(Debug, Default)]
 pub struct Faults {

@@ -30,8 +30,8 @@ use uuid::Uuid;
 
 use super::callback::Prepared;
 use super::eager::{Claimed, Eager};
-use super::{Engine, Group, RunContext, StepError, Writes, callback, route};
-use crate::lead::Step;
+use super::{Engine, Group, RunContext, StepError, Writes, callback, decide};
+use crate::graph::{GRAPH, Kind, Step};
 use crate::metrics::{Observation, Pending};
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob};
@@ -61,82 +61,85 @@ impl Fusion {
     }
 }
 
-/// What a qualify group may do itself now.
+/// What a group of a database-only step may do itself now.
 pub(super) struct Plan {
-    /// Route the leads it qualifies.
-    pub route: bool,
-    /// Claim the callbacks due at once for this worker (the callback queue's, here).
-    pub callback_worker: Option<String>,
+    /// The database-only steps its decisions may go on to in its transaction: not while
+    /// their queue is paused here (their jobs must wait), nor while a test fault is set on
+    /// them (the fault's retries must go through the queue).
+    fuses: Vec<Step>,
+    /// The effect step, and the worker its executions due now are claimed for (the effect
+    /// queue's, here).
+    effect: Option<(Step, String)>,
 }
 
 impl Plan {
     pub fn now(engine: &Engine, fusion: &Fusion) -> Plan {
         let pauses = &fusion.pauses;
-        let route =
-            !engine.faults.armed(Step::Route) && !pauses.is_paused(queue::queue_name(Step::Route));
-        let callback_worker = route
-            .then(|| fusion.eager.worker(engine, pauses, Step::Callback))
-            .flatten();
-        Plan {
-            route,
-            callback_worker,
-        }
+        let open = |s: &Step| !engine.faults.armed(*s) && !pauses.is_paused(s.queue());
+        let fuses = Step::ALL
+            .into_iter()
+            .filter(|s| s.kind() == Kind::Database)
+            .filter(open)
+            .collect();
+        let effect = Step::ALL.into_iter().find(|s| s.kind() == Kind::Effect);
+        let effect = effect.and_then(|s| Some((s, fusion.eager.worker(engine, pauses, s)?)));
+        Plan { fuses, effect }
+    }
+
+    /// The step whose new executions due now this group's process claims, and how.
+    pub fn claims(&self) -> Option<(Step, queue::Started)> {
+        let (step, worker) = self.effect.as_ref()?;
+        Some((*step, queue::Started::ClaimedBy(worker.clone())))
     }
 }
 
-/// Routes the runs whose qualify executions, added to `writes`, go on to routing now: each
-/// route execution decides from the run context its qualify execution loaded (given the
-/// team it chooses) and is added to `writes` as done. Returns what was read for the routed
-/// leads' first calls, for [`claim_callbacks`].
-pub(super) async fn route(
+/// Runs the executions of database-only steps that the decisions added to `writes` so far
+/// start due now, each step's as a group ([`decide::decide_all`]), and those that theirs
+/// start in turn, until none is left: a lead goes through every database-only step after
+/// the group's in the group's transaction. `contexts`: the runs' contexts, as the group's
+/// executions loaded them. Returns what was read for the first plans of runs entering the
+/// effect step, for [`claim_callbacks`].
+pub(super) async fn chain(
     tx: &mut sqlx::PgConnection,
     engine: &Engine,
+    plan: &Plan,
     writes: &mut Writes,
     contexts: &mut HashMap<Uuid, RunContext>,
     pending: &Pending,
 ) -> Result<Option<callback::Lookups>, StepError> {
-    let runs = writes.due_now(Step::Route);
-    let ctxs = runs
-        .iter()
-        .map(|(run, _)| contexts.get(run).ok_or(StepError::RunMissing(*run)))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Read once for the group: the recent calls route's plans need, and the block list the
-    // first calls check.
-    let calling: Vec<&RunContext> = ctxs.iter().copied().filter(|c| c.auto_callback).collect();
-    let read = if calling.is_empty() {
-        None
-    } else {
-        Some(callback::Lookups::for_new(tx, engine, &calling).await?)
-    };
-    for (run_id, job_id) in runs {
-        let ctx = contexts
-            .get_mut(&run_id)
-            .ok_or(StepError::RunMissing(run_id))?;
-        let started = Instant::now();
-        // The execution is numbered when the group's writes are flushed.
-        let span = tracing::info_span!("step", step = %Step::Route, lead_id = %ctx.lead_id, %run_id, job_id);
-        async {
-            let workflow = engine.workflow(&ctx.workflow)?;
-            let transition =
-                route::decide(tx, engine, workflow, ctx, writes, read.as_ref()).await?;
-            let max = workflow.retry.max_attempts;
-            writes.add_done(Step::Route, ctx, transition, max);
-            // Not "step done": that is logged once a transaction has committed.
-            tracing::debug!("decided in qualify's transaction");
-            Ok::<(), StepError>(())
+    let mut first_plans = None;
+    // Each round runs at least one step further along the graph.
+    for _ in 0..GRAPH.len() {
+        let mut ran = false;
+        for &step in &plan.fuses {
+            let due = writes.due_now(step);
+            if due.is_empty() {
+                continue;
+            }
+            ran = true;
+            decide::carry_teams(writes, contexts);
+            let runs = due
+                .iter()
+                .map(|(run, job_id)| {
+                    let ctx = contexts.get(run).ok_or(StepError::RunMissing(*run))?;
+                    Ok((decide::Execution::Fused { job_id }, ctx))
+                })
+                .collect::<Result<Vec<_>, StepError>>()?;
+            let started = Instant::now();
+            let plans = decide::decide_all(tx, engine, step, &runs, writes).await?;
+            first_plans = plans.or(first_plans);
+            let elapsed = started.elapsed() / u32::try_from(runs.len()).unwrap_or(u32::MAX);
+            for _ in &runs {
+                pending.push(Observation::StepRan { step, elapsed });
+            }
         }
-        .instrument(span)
-        .await?;
-        // The callback executions claimed below work for the team routing chose.
-        if let Some(team) = writes.team(run_id) {
-            ctx.team = Some(team.to_owned());
+        if !ran {
+            break;
         }
-        pending.push(Observation::StepRan {
-            step: Step::Route,
-            elapsed: started.elapsed(),
-        });
     }
-    Ok(read)
+    // The effect executions claimed after this work for the teams chosen.
+    decide::carry_teams(writes, contexts);
+    Ok(first_plans)
 }
 
 /// Prepares the callbacks that the caller's transaction has just created claimed for

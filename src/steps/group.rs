@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use super::batch::{spawn_runners, split_repeats};
 use super::callback::{self, Call, Prepared};
-use super::{Engine, RunContext, StepError, Writes, eager, fused};
-use crate::lead::Step;
+use super::{Engine, RunContext, StepError, Writes, decide, eager, fused};
+use crate::graph::{Kind, Step};
 use crate::metrics::Pending;
 use crate::queue::{ClaimedDone, StepJob};
 
@@ -98,8 +98,8 @@ impl Group {
         tasks: &mut JoinSet<()>,
     ) -> Group {
         let max = max.max(1);
-        let recorder =
-            (step == Step::Callback).then(|| callback::Recorder::start(engine.clone(), max, tasks));
+        let recorder = (step.kind() == Kind::Effect)
+            .then(|| callback::Recorder::start(engine.clone(), max, tasks));
         let for_runners = fusion.clone();
         Group {
             step,
@@ -306,79 +306,61 @@ async fn execute(
     };
     let mut writes = Writes::new(step);
     let plan = fusion.map(|f| fused::Plan::now(engine, f));
-    let route_here = plan.as_ref().is_some_and(|p| p.route);
-    let callback_worker = plan.and_then(|p| p.callback_worker);
-    if let Some(worker) = &callback_worker {
-        let claimed = crate::queue::Started::ClaimedBy(worker.clone());
-        writes.run_here(Step::Callback, claimed);
+    if let Some(claimed) = plan.as_ref().and_then(fused::Plan::claims) {
+        writes.run_here(claimed.0, claimed.1);
     }
     let mut contexts = HashMap::new();
-    // Callback executions admitted, prepared once what they all read is read.
+    // Executions admitted, decided (or, the effect step's, prepared) together once all are.
     let mut admitted = Vec::new();
     for item in items {
         let key = (item.job.run_id, item.job.n);
         let row = locked.remove(&key);
         let (job, attempt) = (item.job, item.attempt);
-        let decided: Result<(), StepError> = async {
-            let Some(ctx) = super::admit(&mut tx, step, job, &item.job_id, attempt, row).await?
-            else {
-                return Ok(());
-            };
-            if step == Step::Callback {
-                admitted.push((item, ctx));
-                return Ok(());
-            }
-            super::decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes, None).await?;
-            if route_here {
-                contexts.insert(ctx.run_id, ctx);
-            }
-            Ok(())
+        let ctx = super::admit(&mut tx, step, job, &item.job_id, attempt, row)
+            .instrument(super::span(step, job, &item.job_id, attempt))
+            .await?;
+        if let Some(ctx) = ctx {
+            admitted.push((item, ctx));
         }
-        .instrument(super::span(step, job, &item.job_id, attempt))
-        .await;
-        decided?;
     }
-    if !admitted.is_empty() {
-        let executions: Vec<_> = admitted.iter().map(|(i, ctx)| (i.job, ctx)).collect();
-        let read = callback::Lookups::load(&mut tx, engine, &executions).await?;
-        let mut batch = callback::NewAttempts::default();
-        for (item, ctx) in admitted {
-            let (job, attempt) = (item.job, item.attempt);
-            let key = (job.run_id, job.n);
-            let span = super::span(step, job, &item.job_id, attempt);
-            span.record("lead_id", tracing::field::display(ctx.lead_id));
-            let prepared =
-                callback::prepare(&mut tx, engine, ctx, job, attempt, pending, Some(&read))
-                    .instrument(span)
-                    .await?;
-            match prepared {
-                Prepared::Call(call) => {
-                    outcome.calls.insert(key, call);
-                }
-                Prepared::Alone => {
-                    outcome.alone.insert(key);
-                }
-                Prepared::New(new) => batch.add(new),
-                Prepared::Done => {}
-            }
-        }
-        outcome.calls.extend(batch.write(&mut tx, pending).await?);
-    }
-    let read = if route_here {
-        fused::route(&mut tx, engine, &mut writes, &mut contexts, pending).await?
+    let mut first_plans = None;
+    if step.kind() == Kind::Effect {
+        prepare_effects(&mut tx, engine, step, admitted, &mut outcome, pending).await?;
     } else {
-        None
-    };
+        let runs: Vec<_> = admitted
+            .iter()
+            .map(|(item, ctx)| {
+                let execution = decide::Execution::Queued {
+                    job: item.job,
+                    attempt: item.attempt,
+                    job_id: &item.job_id,
+                };
+                (execution, ctx)
+            })
+            .collect();
+        first_plans = decide::decide_all(&mut tx, engine, step, &runs, &mut writes).await?;
+        if plan.is_some() {
+            contexts = admitted
+                .into_iter()
+                .map(|(_, ctx)| (ctx.run_id, ctx))
+                .collect();
+        }
+    }
+    if let Some(plan) = &plan {
+        let chained = fused::chain(&mut tx, engine, plan, &mut writes, &mut contexts, pending);
+        first_plans = chained.await?.or(first_plans);
+    }
     let flushed = writes.flush(&mut tx).await?;
     for ended in flushed.ended {
         pending.push(ended);
     }
-    let claimed = match callback_worker.as_deref() {
-        Some(worker) => {
+    let claimed = match plan.as_ref().and_then(fused::Plan::claims) {
+        Some((_, crate::queue::Started::ClaimedBy(worker))) => {
             let here = flushed.here;
-            fused::claim_callbacks(&mut tx, engine, here, &contexts, worker, read, pending).await?
+            let read = first_plans;
+            fused::claim_callbacks(&mut tx, engine, here, &contexts, &worker, read, pending).await?
         }
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     // Jobs claimed for this process are acknowledged with their effects, when the commit
     // completes them (not those left to run alone, nor a callback whose call is placed
@@ -393,4 +375,44 @@ async fn execute(
     tx.commit().await?;
     outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)
+}
+
+/// The first part of a group of effect-step executions: what they all read is read once,
+/// then each prepares its action (a new attempt, a call to place after the commit, or
+/// nothing left to do).
+async fn prepare_effects(
+    tx: &mut sqlx::PgConnection,
+    engine: &Engine,
+    step: Step,
+    admitted: Vec<(&Item, RunContext)>,
+    outcome: &mut Outcome,
+    pending: &Pending,
+) -> Result<(), StepError> {
+    if admitted.is_empty() {
+        return Ok(());
+    }
+    let executions: Vec<_> = admitted.iter().map(|(i, ctx)| (i.job, ctx)).collect();
+    let read = callback::Lookups::load(tx, engine, &executions).await?;
+    let mut batch = callback::NewAttempts::default();
+    for (item, ctx) in admitted {
+        let (job, attempt) = (item.job, item.attempt);
+        let key = (job.run_id, job.n);
+        let span = super::span(step, job, &item.job_id, attempt);
+        span.record("lead_id", tracing::field::display(ctx.lead_id));
+        let prepared = callback::prepare(tx, engine, ctx, job, attempt, pending, Some(&read))
+            .instrument(span)
+            .await?;
+        match prepared {
+            Prepared::Call(call) => {
+                outcome.calls.insert(key, call);
+            }
+            Prepared::Alone => {
+                outcome.alone.insert(key);
+            }
+            Prepared::New(new) => batch.add(new),
+            Prepared::Done => {}
+        }
+    }
+    outcome.calls.extend(batch.write(tx, pending).await?);
+    Ok(())
 }

@@ -10,6 +10,7 @@
 mod batch;
 pub mod callback;
 mod context;
+mod decide;
 mod eager;
 mod engine;
 #[cfg(feature = "testing")]
@@ -19,8 +20,7 @@ pub mod faults;
 pub mod faults;
 mod fused;
 mod group;
-mod qualify;
-mod route;
+mod reads;
 mod settings;
 mod writes;
 
@@ -31,7 +31,8 @@ use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::lead::{RunStatus, Step};
+use crate::graph::{Kind, Step};
+use crate::lead::RunStatus;
 use crate::metrics::{self, Observation, StepOutcome};
 use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
@@ -63,6 +64,8 @@ pub enum StepError {
     },
     #[error("injected fault in {0}")]
     Injected(Step),
+    #[error("step {0} is not a database-only step: the engine has no decision to run for it")]
+    NotDatabase(Step),
 }
 
 impl StepError {
@@ -214,7 +217,7 @@ async fn execute(
     job_id: &str,
     attempt: u32,
 ) -> Result<(), StepError> {
-    if step == Step::Callback {
+    if step.kind() == Kind::Effect {
         return callback::execute(engine, job, job_id, attempt).await;
     }
     let mut tx = engine.pool.begin().await?;
@@ -224,40 +227,17 @@ async fn execute(
     };
     engine.faults.check(step).await?;
     let mut writes = Writes::new(step);
-    decide(&mut tx, engine, step, job, attempt, &ctx, &mut writes, None).await?;
+    let execution = decide::Execution::Queued {
+        job,
+        attempt,
+        job_id,
+    };
+    decide::decide_all(&mut tx, engine, step, &[(execution, &ctx)], &mut writes).await?;
     let ended = writes.flush(&mut tx).await?.ended;
     tx.commit().await?;
     for ended in ended {
         ended.record();
     }
-    Ok(())
-}
-
-/// Runs the decision of a qualify or route execution and adds its transition to `writes`.
-/// `read`: what a group read for its routed leads' first calls, if it did.
-#[allow(clippy::too_many_arguments)]
-async fn decide(
-    tx: &mut PgConnection,
-    engine: &Engine,
-    step: Step,
-    job: StepJob,
-    attempt: u32,
-    ctx: &RunContext,
-    writes: &mut Writes,
-    read: Option<&callback::Lookups>,
-) -> Result<(), StepError> {
-    let workflow = engine.workflow(&ctx.workflow)?;
-    let transition = match step {
-        Step::Qualify => qualify::decide(tx, workflow, ctx).await?,
-        Step::Route => route::decide(tx, engine, workflow, ctx, writes, read).await?,
-        Step::Validate | Step::Callback => Transition::Finish {
-            status: RunStatus::Failed,
-            reason: Some(format!("step {step} does not run on workers")),
-            output: Value::Null,
-            event: "run.failed",
-        },
-    };
-    writes.add(job, attempt, ctx, transition, workflow.retry.max_attempts);
     Ok(())
 }
 
@@ -344,6 +324,7 @@ async fn touch_run(
         status,
         reason: reason.map(str::to_owned),
         team: None,
+        duplicate_of: None,
     };
     Ok(writes::move_runs(conn, &[run]).await?.pop())
 }

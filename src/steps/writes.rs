@@ -9,7 +9,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{RunContext, StepError, Transition};
-use crate::lead::{RunStatus, Step};
+use crate::graph::Step;
+use crate::lead::RunStatus;
 use crate::metrics::Observation;
 use crate::queue::{self, NewJob, StepJob};
 use crate::timeline;
@@ -26,6 +27,8 @@ pub(crate) struct Writes {
     later: Vec<timeline::Entry>,
     /// Teams chosen for runs whose transition is not added yet.
     teams: HashMap<Uuid, String>,
+    /// Leads found repeated by runs whose transition is not added yet.
+    duplicates: HashMap<Uuid, Uuid>,
     /// The step whose next executions run here, and how their jobs start (see
     /// [`Writes::run_here`]).
     here: Option<(Step, queue::Started)>,
@@ -64,6 +67,8 @@ pub(crate) struct RunMove {
     pub reason: Option<String>,
     /// The team routing chose, recorded whatever the run's status.
     pub team: Option<String>,
+    /// The lead this run's lead repeats, recorded whatever the run's status.
+    pub duplicate_of: Option<Uuid>,
 }
 
 impl Writes {
@@ -76,6 +81,7 @@ impl Writes {
             events: Vec::new(),
             later: Vec::new(),
             teams: HashMap::new(),
+            duplicates: HashMap::new(),
             here: None,
         }
     }
@@ -87,9 +93,15 @@ impl Writes {
         self.here = Some((step, started));
     }
 
-    /// Records on run `run_id` the team routing chose, with the transition added next for it.
-    pub fn assign_team(&mut self, run_id: Uuid, team: &str) {
-        self.teams.insert(run_id, team.to_owned());
+    /// Records on run `run_id`, with the transition added next for it, what its decision
+    /// found: the team chosen, the lead repeated.
+    pub fn note(&mut self, run_id: Uuid, team: Option<String>, duplicate_of: Option<Uuid>) {
+        if let Some(team) = team {
+            self.teams.insert(run_id, team);
+        }
+        if let Some(first) = duplicate_of {
+            self.duplicates.insert(run_id, first);
+        }
     }
 
     /// The team recorded for run `run_id` by the transitions added so far, if any.
@@ -193,6 +205,7 @@ impl Writes {
             status,
             reason,
             team: self.teams.remove(&run_id),
+            duplicate_of: self.duplicates.remove(&run_id),
         });
         self.events.push(timeline::Entry {
             lead_id: ctx.lead_id,
@@ -246,6 +259,9 @@ fn merge_moves(moves: Vec<RunMove>) -> Vec<RunMove> {
                 }
                 if m.team.is_some() {
                     x.team = m.team;
+                }
+                if m.duplicate_of.is_some() {
+                    x.duplicate_of = m.duplicate_of;
                 }
             }
             None => merged.push(m),
@@ -428,24 +444,27 @@ pub(crate) async fn move_runs(
     let statuses: Vec<Option<&str>> = moves.iter().map(|m| m.status.map(|s| s.as_str())).collect();
     let reasons: Vec<Option<&str>> = moves.iter().map(|m| m.reason.as_deref()).collect();
     let teams: Vec<Option<&str>> = moves.iter().map(|m| m.team.as_deref()).collect();
+    let duplicates: Vec<Option<Uuid>> = moves.iter().map(|m| m.duplicate_of).collect();
     // The CTE reads the status this update replaces (RETURNING sees only the new one); its
     // row lock makes that read the latest committed status.
     let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-                   AS u(id, status, reason, team)), \
+        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                                         $5::uuid[]) AS u(id, status, reason, team, duplicate_of)), \
          old AS (SELECT r.id, r.status FROM runs r JOIN u ON u.id = r.id ORDER BY r.id FOR NO KEY UPDATE OF r) \
          UPDATE runs r SET \
          status = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
                        THEN u.status ELSE old.status END, \
          reason = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
                        THEN COALESCE(u.reason, r.reason) ELSE r.reason END, \
-         team = COALESCE(u.team, r.team), updated_at = now() FROM old JOIN u ON u.id = old.id WHERE r.id = old.id \
+         team = COALESCE(u.team, r.team), duplicate_of = COALESCE(u.duplicate_of, r.duplicate_of), \
+         updated_at = now() FROM old JOIN u ON u.id = old.id WHERE r.id = old.id \
          RETURNING old.status, r.status, r.workflow",
     )
     .bind(&ids)
     .bind(&statuses)
     .bind(&reasons)
     .bind(&teams)
+    .bind(&duplicates)
     .fetch_all(conn)
     .await?;
     Ok(rows

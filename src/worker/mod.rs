@@ -19,7 +19,7 @@ use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::lead::Step;
+use crate::graph::{Kind, Step};
 use crate::pause::PauseBoard;
 use crate::queue::{self, StepJob};
 use crate::retention;
@@ -61,33 +61,33 @@ impl Workers {
                 .run(engine.pool.clone(), CLAIMS_RETRY, stop.subscribe()),
         );
         let batch = settings.batch_size;
-        let callbacks = Group::start(engine.clone(), Step::Callback, batch, None, &mut tasks);
-        let route = Group::start(engine.clone(), Step::Route, batch, None, &mut tasks);
-        // Qualify's groups route their leads and run the callbacks they claim.
-        let fusion = Fusion::start(
-            engine.clone(),
-            pauses.clone(),
-            callbacks.clone(),
-            batch,
-            &mut tasks,
-        );
-        let qualify = Group::start(
-            engine.clone(),
-            Step::Qualify,
-            batch,
-            Some(fusion),
-            &mut tasks,
-        );
-        // Intake hands its leads' qualify jobs to this process's qualify worker.
+        // The effect step's group runs first, so that the database-only steps' groups, which
+        // chain their successors and claim the effect's executions due now, can run those.
+        let effect = queue::WORKER_STEPS
+            .into_iter()
+            .find(|s| s.kind() == Kind::Effect);
+        let effect = effect.map(|s| Group::start(engine.clone(), s, batch, None, &mut tasks));
+        let fusion = effect.clone().map(|effects| {
+            Fusion::start(engine.clone(), pauses.clone(), effects, batch, &mut tasks)
+        });
+        let mut groups: Vec<Group> = queue::WORKER_STEPS
+            .into_iter()
+            .filter(|s| s.kind() == Kind::Database)
+            .map(|s| Group::start(engine.clone(), s, batch, fusion.clone(), &mut tasks))
+            .collect();
+        groups.extend(effect);
+        // Intake hands its leads' first jobs to this process's worker of that step.
+        let first = Step::first_on_workers();
+        let first = groups.iter().find(|g| g.step() == first).cloned();
         let handoff = Handoff::start(
             engine.clone(),
             pauses.clone(),
-            qualify.clone(),
+            first,
             batch,
             stop.subscribe(),
             &mut tasks,
         );
-        for group in [qualify, route, callbacks] {
+        for group in groups {
             let signal = announcer.signal(queue::queue_name(group.step()));
             let engine = engine.clone();
             let settings = settings.clone();

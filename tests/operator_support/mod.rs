@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{ADMIN_TOKEN, Options, TestApp, read, repo_path, sample, us_phone};
-use leadflow::lead::{RunStatus, Step};
+use leadflow::graph::Step;
+use leadflow::lead::RunStatus;
 
 /// The fixture workflows (fast retries, every team open), with or without workers.
 pub async fn app(workers: bool) -> TestApp {

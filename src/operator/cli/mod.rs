@@ -22,7 +22,7 @@ use super::lead_list::{self, LeadFilter};
 use super::page::PageRequest;
 use super::webhook_log::{self, LogFilter};
 use super::{ActionResult, Actor, OperatorError, Outcome, queues};
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::workflow::Workflows;
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {

@@ -15,7 +15,7 @@ use super::policy::Outcome;
 use super::state::{AttemptRow, Progress, State};
 use super::{Exec, speed, webhook};
 use crate::db::At;
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::queue::StepJob;
 use crate::steps::{LockedStep, RunContext, StepError};
 use crate::telephony::{CallRequest, PlaceError, Placed};

@@ -37,7 +37,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Engine, LockedStep, RunContext, StepError, Writes};
-use crate::lead::{RunStatus, Step};
+use crate::graph::Step;
+use crate::lead::RunStatus;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::timeline;
@@ -241,6 +242,7 @@ impl NewAttempts {
                 status: Some(RunStatus::Calling),
                 reason: None,
                 team: None,
+                duplicate_of: None,
             })
             .collect();
         for ended in super::writes::move_runs(tx, &moves).await? {
@@ -732,24 +734,21 @@ async fn blocked_many(
         .collect())
 }
 
-/// The first call of a routed lead: when, with the stagger, recorded on the run (its
-/// timeline entry goes to `writes`, after routing's). `read`: the lead's recent calls as its
-/// group read them, if it did.
+/// The first call of a lead entering the callback step: when, with the stagger, recorded on
+/// the run (its timeline entry goes to `writes`, after the entering decision's). `read`: what
+/// its group read for its leads' first calls ([`Lookups::for_new`]).
 pub(super) async fn plan_first(
     tx: &mut PgConnection,
     engine: &Engine,
     workflow: &Workflow,
     team_id: &str,
     ctx: &RunContext,
-    read: Option<&Lookups>,
+    read: &Lookups,
     writes: &mut Writes,
 ) -> Result<Result<Plan, String>, StepError> {
     let team = engine.team(&workflow.name, team_id)?;
     let now = engine.clock.now();
-    let recent = match read {
-        Some(read) => read.recent_calls(ctx.lead_id),
-        None => attempt::recent_calls(tx, ctx.lead_id, now).await?,
-    };
+    let recent = read.recent_calls(ctx.lead_id);
     let plan = plan::when(
         team,
         &workflow.quiet_hours,

@@ -13,7 +13,7 @@ use super::machine;
 use super::speed;
 use super::state::{AttemptRow, Progress, State};
 use crate::db::At;
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::steps::{Engine, LockedStep, RunContext, StepError};

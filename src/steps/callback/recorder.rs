@@ -11,7 +11,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Answer, Attempts};
-use crate::lead::Step;
+use crate::graph::Step;
 use crate::metrics::Pending;
 use crate::queue::{ClaimedDone, StepJob};
 use crate::steps::batch::{spawn_runners, split_repeats};

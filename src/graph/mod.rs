@@ -7,10 +7,16 @@
 //! its predecessor's transaction (route runs in qualify's), and a step with an external effect
 //! decides in a transaction and performs the effect after the commit (the callback's call).
 
+mod decision;
+mod qualify;
+mod route;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use decision::{Decide, Decision, EarlierMatch, Read, Reads, RunContext, Verdict, View};
 
 /// A step of the lead graph. Its position in [`GRAPH`] is its discriminant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,6 +55,10 @@ pub struct Node {
     /// Whether a settled execution, by its recorded output, produced what the step after it
     /// needs: a replay may start from that next step only then.
     pub passed: fn(&serde_json::Value) -> bool,
+    /// A database-only step's decision ([`Kind::Database`] steps have one, the others none).
+    pub decide: Option<Decide>,
+    /// What the engine reads for the step's runs before it decides.
+    pub reads: &'static [Read],
 }
 
 /// The lead graph: validate → qualify → route → callback.
@@ -60,6 +70,8 @@ pub const GRAPH: [Node; 4] = [
         kind: Kind::Intake,
         next: &[Step::Qualify],
         passed: |_| true,
+        decide: None,
+        reads: &[],
     },
     Node {
         step: Step::Qualify,
@@ -68,6 +80,8 @@ pub const GRAPH: [Node; 4] = [
         kind: Kind::Database,
         next: &[Step::Route],
         passed: |output| output["qualified"] == true,
+        decide: Some(qualify::decide),
+        reads: qualify::READS,
     },
     Node {
         step: Step::Route,
@@ -76,6 +90,8 @@ pub const GRAPH: [Node; 4] = [
         kind: Kind::Database,
         next: &[Step::Callback],
         passed: |output| output["team"].is_string(),
+        decide: Some(route::decide),
+        reads: route::READS,
     },
     Node {
         step: Step::Callback,
@@ -84,6 +100,8 @@ pub const GRAPH: [Node; 4] = [
         kind: Kind::Effect,
         next: &[],
         passed: |_| true,
+        decide: None,
+        reads: &[],
     },
 ];
 
@@ -146,6 +164,16 @@ impl Step {
     /// Whether the step runs on workers, on its queue.
     pub fn on_workers(self) -> bool {
         self.kind() != Kind::Intake
+    }
+
+    /// The step a run goes on to from this one, if any.
+    pub fn following(self) -> Option<Step> {
+        self.node().next.first().copied()
+    }
+
+    /// The first step on workers: the one intake hands its leads to.
+    pub fn first_on_workers() -> Step {
+        WORKER_STEPS[0]
     }
 
     /// The step a run comes to this one from, if any.
@@ -224,6 +252,25 @@ mod tests {
             );
         }
         assert!(GRAPH.iter().skip(1).all(|n| n.kind != Kind::Intake));
+    }
+
+    #[test]
+    fn database_steps_and_only_they_decide_purely_and_each_goes_on_one_way() {
+        for node in &GRAPH {
+            assert_eq!(
+                node.decide.is_some(),
+                node.kind == Kind::Database,
+                "{}",
+                node.name
+            );
+            assert!(node.kind == Kind::Database || node.reads.is_empty());
+            assert!(
+                node.next.len() <= 1,
+                "{}: a decision goes on one way",
+                node.name
+            );
+        }
+        assert_eq!(Step::first_on_workers(), Step::ALL[0].following().unwrap());
     }
 
     #[test]
