@@ -1,5 +1,5 @@
-//! The shared vocabulary of leadflow: a submission as received, the run statuses and the step
-//! names. Every other module speaks in these types.
+//! The shared vocabulary of leadflow: a submission as received and the run statuses (the
+//! steps are the graph's, [`crate::graph::Step`]). Every other module speaks in these types.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Options, TestApp, repo_path, sample, us_phone};
-use leadflow::graph::Step;
+use leadflow::graph::{GRAPH, Kind, Step};
 use serde_json::{Value, json};
 
 async fn rules_app() -> TestApp {
@@ -712,4 +712,65 @@ async fn intake_hands_new_leads_to_its_own_qualify_worker_unless_the_queue_is_pa
     assert_eq!((status.as_str(), at_insert), ("Done", Some(false)));
     // Fetched by apalis, which acknowledges it after the step's commit.
     assert!(!acked_with_step);
+}
+
+/// Whatever the graph declares, a lead goes through every step of it; the database-only
+/// steps after the first worker step run in that step's commit (their jobs done at the first
+/// attempt, never claimed by a worker), and leads ready together share commits. Derived from
+/// [`GRAPH`], so a step added to the graph is held to the same (see docs/architecture.md).
+#[tokio::test]
+async fn every_step_of_the_graph_runs_and_later_database_steps_share_the_first_ones_commit() {
+    let mut app = rules_app_without_workers().await;
+    let hook = app.hook("fast-form", "fast-callback", true).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(submit(&app, &hook.token, &sample("fast-form", &us_phone(500 + i))).await);
+    }
+    start_workers(&mut app).await;
+    for id in &ids {
+        app.wait_for_run(id, "called", Duration::from_secs(30))
+            .await;
+    }
+    let first = Step::first_on_workers();
+    for id in &ids {
+        for node in &GRAPH {
+            let settled: Vec<String> = sqlx::query_scalar(
+                "SELECT s.status FROM steps s JOIN runs r ON r.id = s.run_id \
+                 WHERE r.lead_id = $1::uuid AND s.name = $2",
+            )
+            .bind(id)
+            .bind(node.name)
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("steps");
+            assert_eq!(settled, ["ok"], "lead {id}, step {}", node.name);
+        }
+    }
+    for node in GRAPH
+        .iter()
+        .filter(|n| n.kind == Kind::Database && n.step != first)
+    {
+        let fused = count(
+            &app,
+            &format!(
+                "SELECT count(*) FROM steps f JOIN steps s ON s.run_id = f.run_id \
+                 JOIN apalis.jobs j ON j.id = s.job_id \
+                 WHERE f.name = '{}' AND s.name = '{}' AND s.finished_at = f.finished_at \
+                   AND j.status = 'Done' AND j.attempts = 1 AND j.lock_by IS NULL",
+                first.as_str(),
+                node.name
+            ),
+        )
+        .await;
+        assert_eq!(fused, 12, "{} in {first}'s commit", node.name);
+    }
+    let commits = count(
+        &app,
+        &format!(
+            "SELECT count(DISTINCT finished_at) FROM steps WHERE name = '{}'",
+            first.as_str()
+        ),
+    )
+    .await;
+    assert!(commits < 12, "12 {first} steps in {commits} commits");
 }

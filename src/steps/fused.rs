@@ -1,20 +1,21 @@
-//! Route run in qualify's transaction. Both steps only read and write the database, so a
-//! group of qualify executions that sends its leads on to routing routes them before it
-//! commits, as Temporal runs a local activity in its workflow task: the route steps and
-//! their jobs are written as they would be by a route worker (a job `Done` at its first
-//! attempt, a settled step, the run's team, the timeline's `routed`), without the trip
-//! through the route queue (a wake-up, a claim, a transaction and an acknowledgement per
-//! hop). If anything fails, the whole group rolls back and each qualify execution runs on
-//! its own, queueing its route job as usual.
+//! Database-only steps run in their predecessor's transaction (the engine's fusion policy,
+//! chosen by step kind). A group of a database-only step whose decisions send leads on to
+//! another database-only step runs that step's decisions before it commits (and the next
+//! one's, down the graph), as Temporal runs a local activity in its workflow task: their
+//! steps and jobs are written as a worker of theirs would write them (a job `Done` at its
+//! first attempt, a settled step, the run's changes, the timeline's entry), without the trip
+//! through their queue (a wake-up, a claim, a transaction and an acknowledgement per hop).
+//! If anything fails, the whole group rolls back and each of its executions runs on its own,
+//! queueing its successor's job as usual.
 //!
-//! Not while the route queue is paused here (its jobs must wait), and not while a test
-//! fault is set on route (the fault's retries must go through the queue).
+//! Not for a step whose queue is paused here (its jobs must wait), nor one with a test fault
+//! set (the fault's retries must go through the queue).
 //!
-//! A callback due at once goes on in this process too ([`super::eager`]): its job is written
-//! claimed by this process's callback worker, and its first part runs here as well: the
+//! An effect-step execution (a callback) due at once goes on in this process too
+//! ([`super::eager`]): its job is written claimed by this process's callback worker, and its first part runs here as well: the
 //! attempt is written `placing` (or the run ends, its lead now on the block list). After the
-//! commit the call is placed on a task of its own (a slow provider must not hold qualify's
-//! workers), and the provider's answer recorded as any. An attempt committed `placing` is
+//! commit the call is placed on a task of its own (a slow provider must not hold the
+//! database steps' workers), and the provider's answer recorded as any. An attempt committed `placing` is
 //! never called again (see `steps/callback`): if the process dies before the call is placed,
 //! the rescued job counts the attempt as `lost` once the unknown window has passed and the
 //! team's policy decides; a job handed back unplaced ([`super::eager::release`]) marks its

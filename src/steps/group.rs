@@ -1,7 +1,8 @@
 //! Group commit for the worker steps. Executions of a step that are ready at the same time
 //! share one transaction: one statement locks all their steps and runs, and each decides as it
-//! would alone. Qualify and route record their transitions through [`Writes`], one statement
-//! per kind of write for the whole group; the callback step prepares its attempts there
+//! would alone. Database-only steps read what they declare once for the group, decide
+//! ([`super::decide`]) and record their transitions through [`Writes`], one statement per
+//! kind of write for the whole group; the callback step prepares its attempts there
 //! (and places the calls after the commit, each on its own, as it does alone). Under load a
 //! lead's steps then cost a fraction of their own transactions.
 //!
