@@ -22,11 +22,15 @@ pub struct Cost {
     pub cpu_ms_per_lead: f64,
     /// The part of it the leadflow process used.
     pub leadflow_cpu_ms_per_lead: f64,
+    /// Statements the database executed per lead (round trips, BEGIN and COMMIT included),
+    /// when the server has `pg_stat_statements`.
+    pub statements_per_lead: Option<f64>,
 }
 
 /// Where a phase's cost is counted from.
 pub struct Mark {
     xacts: i64,
+    statements: Option<i64>,
     cpu_s: f64,
     /// The measured process's CPU time at the mark, when it had already run (a warm-up).
     proc_cpu_s: f64,
@@ -36,6 +40,7 @@ impl Mark {
     pub async fn now(bench: &Bench) -> Result<Mark> {
         Ok(Mark {
             xacts: bench.xacts().await?,
+            statements: bench.statements().await,
             cpu_s: target::machine_cpu_seconds().unwrap_or(f64::NAN),
             proc_cpu_s: 0.0,
         })
@@ -58,12 +63,16 @@ impl Cost {
         let stopped = proc.stop().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let xacts = bench.xacts().await? - from.xacts;
+        let statements = bench.statements().await;
         let leads = leads.max(1) as f64;
         Ok(Cost {
             rss_mb: stopped.rss_mb,
             xacts_per_lead: xacts as f64 / leads,
             cpu_ms_per_lead: cpu_s * 1000.0 / leads,
             leadflow_cpu_ms_per_lead: (stopped.cpu_s - from.proc_cpu_s) * 1000.0 / leads,
+            statements_per_lead: statements
+                .zip(from.statements)
+                .map(|(now, then)| (now - then) as f64 / leads),
         })
     }
 }
@@ -351,8 +360,14 @@ fn cost_row(label: &str, cost: Cost) -> [String; 4] {
     [
         label.to_owned(),
         format!(
-            "peak RSS {:.1} MB, {:.1} PostgreSQL xacts/lead, CPU {:.1} ms/lead (leadflow {:.1})",
-            cost.rss_mb, cost.xacts_per_lead, cost.cpu_ms_per_lead, cost.leadflow_cpu_ms_per_lead
+            "peak RSS {:.1} MB, {:.1} PostgreSQL xacts/lead{}, CPU {:.1} ms/lead (leadflow {:.1})",
+            cost.rss_mb,
+            cost.xacts_per_lead,
+            cost.statements_per_lead
+                .map(|n| format!(", {n:.1} statements/lead"))
+                .unwrap_or_default(),
+            cost.cpu_ms_per_lead,
+            cost.leadflow_cpu_ms_per_lead
         ),
         String::new(),
         String::new(),

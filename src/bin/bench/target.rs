@@ -211,7 +211,7 @@ impl Bench {
 
     /// The database's clock, to tell a phase's runs from earlier ones.
     pub async fn clock(&self) -> Result<Since> {
-        let (now,): (String,) = sqlx::query_as("SELECT now()::text")
+        let (now,): (String,) = sqlx::query_as("/* bench */ SELECT now()::text")
             .fetch_one(&self.pool)
             .await?;
         Ok(Since(now))
@@ -222,16 +222,33 @@ impl Bench {
     /// has stopped.
     pub async fn xacts(&self) -> Result<i64> {
         let mut conn = self.pool.acquire().await?;
-        sqlx::query("SELECT pg_stat_clear_snapshot()")
+        sqlx::query("/* bench */ SELECT pg_stat_clear_snapshot()")
             .execute(&mut *conn)
             .await?;
         let (n,): (i64,) = sqlx::query_as(
-            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
+            "/* bench */ SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \
              WHERE datname = current_database()",
         )
         .fetch_one(&mut *conn)
         .await?;
         Ok(n)
+    }
+
+    /// Statements executed on the bench database so far, by every client but the bench's
+    /// own queries (marked `/* bench */`), BEGIN and COMMIT included: `None` unless the
+    /// server loads `pg_stat_statements` (`shared_preload_libraries`).
+    pub async fn statements(&self) -> Option<i64> {
+        let _ = sqlx::query("/* bench */ CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&self.pool)
+            .await;
+        let row: Result<(Option<i64>,), _> = sqlx::query_as(
+            "/* bench */ SELECT sum(calls)::bigint FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = current_database() AND s.query NOT LIKE '%/* bench */%'",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        row.ok().map(|(n,)| n.unwrap_or(0))
     }
 
     /// Starts a leadflow process in `role` and waits until it is ready.
@@ -293,7 +310,7 @@ impl Bench {
         let mut last_report = Instant::now();
         loop {
             let (ended, called): (i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE status NOT IN ('running', 'scheduled', 'calling')), \
+                "/* bench */ SELECT count(*) FILTER (WHERE status NOT IN ('running', 'scheduled', 'calling')), \
                         count(*) FILTER (WHERE status = 'called') FROM runs \
                  WHERE created_at >= $1::timestamptz",
             )
@@ -302,7 +319,7 @@ impl Bench {
             .await?;
             if ended as usize >= expected {
                 let (steps,): (i64,) = sqlx::query_as(
-                    "SELECT count(*) FROM steps s JOIN runs r ON r.id = s.run_id \
+                    "/* bench */ SELECT count(*) FROM steps s JOIN runs r ON r.id = s.run_id \
                      WHERE s.name <> 'validate' AND s.status = 'ok' \
                        AND r.created_at >= $1::timestamptz",
                 )
@@ -331,7 +348,7 @@ impl Bench {
     /// Lead accepted → first call placed, in milliseconds, for every lead called.
     pub async fn speed_to_lead(&self, since: &Since) -> Result<Vec<f64>> {
         let rows: Vec<(f64,)> = sqlx::query_as(
-            "SELECT (extract(epoch FROM a.placed_at - l.received_at) * 1000)::float8 \
+            "/* bench */ SELECT (extract(epoch FROM a.placed_at - l.received_at) * 1000)::float8 \
              FROM callback_attempts a JOIN leads l ON l.id = a.lead_id \
              WHERE a.n = 1 AND a.placed_at IS NOT NULL AND l.received_at >= $1::timestamptz",
         )
