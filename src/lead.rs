@@ -210,12 +210,92 @@ impl RunStatus {
         }
     }
 
+    /// The statuses of a run that has not ended.
+    pub const ACTIVE: [RunStatus; 3] =
+        [RunStatus::Running, RunStatus::Scheduled, RunStatus::Calling];
+
     /// A terminal run never changes status again (a replay starts a new run).
     pub fn is_terminal(self) -> bool {
-        !matches!(
-            self,
-            RunStatus::Running | RunStatus::Scheduled | RunStatus::Calling
-        )
+        !RunStatus::ACTIVE.contains(&self)
+    }
+
+    /// [`RunStatus::ACTIVE`] as the database stores them, to bind (`status = ANY($n)`).
+    pub fn active_names() -> Vec<&'static str> {
+        RunStatus::ACTIVE.map(RunStatus::as_str).to_vec()
+    }
+}
+
+/// Where one step execution stands (`steps.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Its job waits in the queue (or runs).
+    Pending,
+    /// It failed and its job waits for the next attempt.
+    Retrying,
+    /// The callback step waits, as a follow-up job, for its call's time or outcome.
+    Waiting,
+    Ok,
+    Failed,
+    Cancelled,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 6] = [
+        StepStatus::Pending,
+        StepStatus::Retrying,
+        StepStatus::Waiting,
+        StepStatus::Ok,
+        StepStatus::Failed,
+        StepStatus::Cancelled,
+    ];
+
+    /// The statuses of an execution that has not ended.
+    pub const OPEN: [StepStatus; 3] = [
+        StepStatus::Pending,
+        StepStatus::Retrying,
+        StepStatus::Waiting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Ok => "ok",
+            StepStatus::Failed => "failed",
+            StepStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The execution has ended (an earlier delivery, a status callback, an operator settled
+    /// it): nothing more is decided for it.
+    pub fn is_settled(self) -> bool {
+        !StepStatus::OPEN.contains(&self)
+    }
+
+    /// [`StepStatus::OPEN`] as the database stores them, to bind (`status = ANY($n)`).
+    pub fn open_names() -> Vec<&'static str> {
+        StepStatus::OPEN.map(StepStatus::as_str).to_vec()
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepStatus {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownName {
+                kind: "step status",
+                value: s.to_owned(),
+            })
     }
 }
 
@@ -248,6 +328,23 @@ impl FromStr for RunStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_read_back_as_written_and_split_into_open_and_ended() {
+        for status in RunStatus::ALL {
+            assert_eq!(status.as_str().parse::<RunStatus>().ok(), Some(status));
+        }
+        for status in StepStatus::ALL {
+            assert_eq!(status.as_str().parse::<StepStatus>().ok(), Some(status));
+        }
+        assert!(!StepStatus::Waiting.is_settled() && StepStatus::Cancelled.is_settled());
+        assert!(!RunStatus::Calling.is_terminal() && RunStatus::Routed.is_terminal());
+        assert_eq!(
+            RunStatus::active_names(),
+            ["running", "scheduled", "calling"]
+        );
+        assert_eq!(StepStatus::open_names(), ["pending", "retrying", "waiting"]);
+    }
 
     #[test]
     fn every_documented_field_has_a_slot() {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::error::Result;
 use crate::db::At;
+use crate::lead::RunStatus;
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct HourCount {
@@ -40,16 +41,18 @@ pub struct FailedRun {
 /// Runs that ended `failed` in the last hour: how many, and the latest `limit` of them.
 pub async fn failed_last_hour(pool: &PgPool, limit: i64) -> Result<(i64, Vec<FailedRun>)> {
     let (count,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM runs WHERE status = 'failed' AND updated_at > now() - interval '1 hour'",
+        "SELECT count(*) FROM runs WHERE status = $1 AND updated_at > now() - interval '1 hour'",
     )
+    .bind(RunStatus::Failed.as_str())
     .fetch_one(pool)
     .await?;
     let latest = sqlx::query_as(
         "SELECT lead_id, id AS run_id, updated_at AS failed_at, reason FROM runs \
-         WHERE status = 'failed' AND updated_at > now() - interval '1 hour' \
+         WHERE status = $2 AND updated_at > now() - interval '1 hour' \
          ORDER BY updated_at DESC LIMIT $1",
     )
     .bind(limit)
+    .bind(RunStatus::Failed.as_str())
     .fetch_all(pool)
     .await?;
     Ok((count, latest))

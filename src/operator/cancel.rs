@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::action::{ActionResult, Outcome, run_of_job};
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
-use crate::lead::RunStatus;
+use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::{Observation, Pending};
 use crate::timeline;
 
@@ -86,31 +86,36 @@ async fn end_run(
     actor: &Actor,
 ) -> Result<(String, Vec<String>)> {
     let (workflow,): (String,) = sqlx::query_as(
-        "UPDATE runs SET status = 'cancelled', reason = $2, updated_at = now() WHERE id = $1 \
+        "UPDATE runs SET status = $3, reason = $2, updated_at = now() WHERE id = $1 \
          RETURNING workflow",
     )
     .bind(run_id)
     .bind(format!("cancelled by {actor}"))
+    .bind(RunStatus::Cancelled.as_str())
     .fetch_one(&mut *tx)
     .await?;
     let killed: Vec<(String,)> = sqlx::query_as(
         "UPDATE apalis.jobs SET status = 'Killed', done_at = now() \
          WHERE id IN (SELECT job_id FROM steps WHERE run_id = $1 AND job_id IS NOT NULL \
-                        AND status IN ('pending', 'retrying', 'waiting', 'failed')) \
+                        AND (status = ANY($2) OR status = $3)) \
            AND status IN ('Pending', 'Failed') \
          RETURNING id",
     )
     .bind(run_id)
+    .bind(StepStatus::open_names())
+    .bind(StepStatus::Failed.as_str())
     .fetch_all(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE steps SET status = 'cancelled', finished_at = now(), next_run_at = NULL \
+        "UPDATE steps SET status = $3, finished_at = now(), next_run_at = NULL \
          WHERE (run_id, name, n) IN ( \
              SELECT run_id, name, n FROM steps \
-             WHERE run_id = $1 AND status IN ('pending', 'retrying', 'waiting') \
+             WHERE run_id = $1 AND status = ANY($2) \
              FOR UPDATE SKIP LOCKED)",
     )
     .bind(run_id)
+    .bind(StepStatus::open_names())
+    .bind(StepStatus::Cancelled.as_str())
     .execute(&mut *tx)
     .await?;
     Ok((workflow, killed.into_iter().map(|(id,)| id).collect()))

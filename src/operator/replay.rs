@@ -20,7 +20,7 @@ use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use crate::graph::Step;
 use crate::intake::records;
-use crate::lead::{RunStatus, Submission};
+use crate::lead::{RunStatus, StepStatus, Submission};
 use crate::queue::StepJob;
 use crate::steps;
 use crate::timeline;
@@ -205,11 +205,12 @@ impl NewRun<'_> {
             return Ok(());
         };
         let output: Option<(Option<serde_json::Value>,)> = sqlx::query_as(
-            "SELECT output FROM steps WHERE run_id = $1 AND name = $2 AND status = 'ok' \
+            "SELECT output FROM steps WHERE run_id = $1 AND name = $2 AND status = $3 \
              ORDER BY n DESC LIMIT 1",
         )
         .bind(self.old.id)
         .bind(needed.as_str())
+        .bind(StepStatus::Ok.as_str())
         .fetch_optional(tx)
         .await?;
         let passed = output

@@ -16,6 +16,7 @@ use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use super::queues;
 use crate::graph::Step;
+use crate::lead::{RunStatus, StepStatus};
 use crate::queue::{self, queue_name};
 use crate::timeline;
 
@@ -146,20 +147,20 @@ async fn reset(tx: &mut PgConnection, job_id: &str, step: &Locked) -> Result<()>
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE steps SET status = 'pending', attempts = 0, finished_at = NULL, \
+        "UPDATE steps SET status = $4, attempts = 0, finished_at = NULL, \
                 next_run_at = now(), error = NULL WHERE run_id = $1 AND name = $2 AND n = $3",
     )
     .bind(step.run_id)
     .bind(&step.name)
     .bind(step.n)
+    .bind(StepStatus::Pending.as_str())
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE runs SET status = 'running', reason = NULL, updated_at = now() WHERE id = $1",
-    )
-    .bind(step.run_id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE runs SET status = $2, reason = NULL, updated_at = now() WHERE id = $1")
+        .bind(step.run_id)
+        .bind(RunStatus::Running.as_str())
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

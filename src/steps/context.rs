@@ -6,12 +6,12 @@ use uuid::Uuid;
 
 use super::StepError;
 pub use crate::graph::RunContext;
-use crate::lead::{RunStatus, Submission};
+use crate::lead::{RunStatus, StepStatus, Submission};
 
 /// A step row locked with its run: the step's status and current job, and the run's context.
 #[derive(Debug)]
 pub struct LockedStep {
-    pub status: String,
+    pub status: StepStatus,
     pub job_id: Option<String>,
     pub ctx: RunContext,
 }
@@ -20,7 +20,7 @@ impl LockedStep {
     /// The step has ended (an earlier delivery, a status callback, an operator settled it):
     /// nothing more is decided for it.
     pub fn is_settled(&self) -> bool {
-        matches!(self.status.as_str(), "ok" | "failed" | "cancelled")
+        self.status.is_settled()
     }
 }
 
@@ -171,7 +171,8 @@ impl Row {
             schedule_rule: self.schedule_rule,
         };
         Ok(LockedStep {
-            status: self.step_status,
+            // As for the run: an unknown status can only come from a newer version.
+            status: self.step_status.parse().unwrap_or(StepStatus::Cancelled),
             job_id: self.job_id,
             ctx,
         })

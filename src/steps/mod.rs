@@ -32,7 +32,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::graph::{Kind, Step};
-use crate::lead::RunStatus;
+use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::{self, Observation, StepOutcome};
 use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
@@ -195,7 +195,7 @@ async fn admit(
     }
     if row.is_settled() {
         tracing::info!(
-            status = row.status,
+            status = %row.status,
             "step already settled by an earlier delivery; skipping"
         );
         return Ok(None);
@@ -203,7 +203,7 @@ async fn admit(
     let ctx = row.ctx;
     tracing::Span::current().record("lead_id", tracing::field::display(ctx.lead_id));
     if ctx.status.is_terminal() {
-        set_step(tx, step, job, "cancelled", attempt, None, None).await?;
+        set_step(tx, step, job, StepStatus::Cancelled, attempt, None, None).await?;
         tracing::info!(run_status = %ctx.status, "run already ended; step not executed");
         return Ok(None);
     }
@@ -297,7 +297,7 @@ async fn set_step(
     conn: &mut PgConnection,
     step: Step,
     job: StepJob,
-    status: &str,
+    status: StepStatus,
     attempt: u32,
     output: Option<&Value>,
     error: Option<&str>,
@@ -368,7 +368,7 @@ async fn record_failure(
         Some(delay) => {
             let delay_ms = delay.as_millis() as i64;
             let (next_run_at,): (jiff_sqlx::Timestamp,) = sqlx::query_as(
-                "UPDATE steps SET status = 'retrying', attempts = GREATEST(attempts, $4), error = $5, \
+                "UPDATE steps SET status = $7, attempts = GREATEST(attempts, $4), error = $5, \
                  started_at = COALESCE(started_at, now()), \
                  next_run_at = clock_timestamp() + make_interval(secs => $6::float8 / 1000) \
                  WHERE run_id = $1 AND name = $2 AND n = $3 RETURNING next_run_at",
@@ -379,6 +379,7 @@ async fn record_failure(
             .bind(attempt as i32)
             .bind(&message)
             .bind(delay_ms)
+            .bind(StepStatus::Retrying.as_str())
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("UPDATE apalis.jobs SET run_at = $2 WHERE id = $1")
@@ -402,7 +403,8 @@ async fn record_failure(
             StepOutcome::Retry
         }
         None => {
-            set_step(&mut tx, step, job, "failed", attempt, None, Some(&message)).await?;
+            let failed = StepStatus::Failed;
+            set_step(&mut tx, step, job, failed, attempt, None, Some(&message)).await?;
             let reason = format!("{step} failed after {attempt} attempts: {message}");
             ended = touch_run(&mut tx, job.run_id, Some(RunStatus::Failed), Some(&reason)).await?;
             let detail = json!({ "step": step, "attempt": attempt, "error": message });

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{RunContext, StepError, Transition};
 use crate::graph::Step;
-use crate::lead::RunStatus;
+use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::Observation;
 use crate::queue::{self, NewJob, StepJob};
 use crate::timeline;
@@ -218,7 +218,7 @@ impl Writes {
 
     /// Writes everything added: one statement per kind of write.
     pub async fn flush(mut self, tx: &mut PgConnection) -> Result<Flushed, StepError> {
-        settle_steps(tx, self.step, "ok", &self.settled).await?;
+        settle_steps(tx, self.step, StepStatus::Ok, &self.settled).await?;
         number_executions(tx, &mut self.next).await?;
         let mut rows = Vec::with_capacity(self.next.len());
         let mut here = Vec::new();
@@ -394,11 +394,11 @@ impl<'a> Executions<'a> {
     }
 }
 
-/// Settles executions of `step` as `status` (`ok`, `failed`, `cancelled`), in one statement.
+/// Settles executions of `step` as `status` (ok, failed, cancelled), in one statement.
 pub(crate) async fn settle_steps(
     conn: &mut PgConnection,
     step: Step,
-    status: &str,
+    status: StepStatus,
     rows: &[Settle],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
@@ -421,7 +421,7 @@ pub(crate) async fn settle_steps(
          WHERE s.run_id = u.run_id AND s.name = $1 AND s.n = u.n",
     )
     .bind(step.as_str())
-    .bind(status)
+    .bind(status.as_str())
     .bind(&runs)
     .bind(&ns)
     .bind(&attempts)
@@ -452,9 +452,9 @@ pub(crate) async fn move_runs(
                                          $5::uuid[]) AS u(id, status, reason, team, duplicate_of)), \
          old AS (SELECT r.id, r.status FROM runs r JOIN u ON u.id = r.id ORDER BY r.id FOR NO KEY UPDATE OF r) \
          UPDATE runs r SET \
-         status = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
+         status = CASE WHEN u.status IS NOT NULL AND old.status = ANY($6) \
                        THEN u.status ELSE old.status END, \
-         reason = CASE WHEN u.status IS NOT NULL AND old.status IN ('running', 'scheduled', 'calling') \
+         reason = CASE WHEN u.status IS NOT NULL AND old.status = ANY($6) \
                        THEN COALESCE(u.reason, r.reason) ELSE r.reason END, \
          team = COALESCE(u.team, r.team), duplicate_of = COALESCE(u.duplicate_of, r.duplicate_of), \
          updated_at = now() FROM old JOIN u ON u.id = old.id WHERE r.id = old.id \
@@ -465,6 +465,7 @@ pub(crate) async fn move_runs(
     .bind(&reasons)
     .bind(&teams)
     .bind(&duplicates)
+    .bind(RunStatus::active_names())
     .fetch_all(conn)
     .await?;
     Ok(rows

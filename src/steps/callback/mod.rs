@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::{Engine, LockedStep, RunContext, StepError, Writes};
 use crate::graph::Step;
-use crate::lead::RunStatus;
+use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::timeline;
@@ -412,16 +412,18 @@ impl Exec<'_> {
         // row takes both in one statement.
         let job_id = queue::new_job_id();
         let (waits,): (i32,) = sqlx::query_as(
-            "UPDATE steps SET waits = waits + 1, job_id = $3, status = 'waiting', \
+            "UPDATE steps SET waits = waits + 1, job_id = $3, status = $6, \
              next_run_at = $4, attempts = GREATEST(attempts, $5), \
              started_at = COALESCE(started_at, now()) \
-             WHERE run_id = $1 AND name = 'callback' AND n = $2 RETURNING waits",
+             WHERE run_id = $1 AND name = $7 AND n = $2 RETURNING waits",
         )
         .bind(self.job.run_id)
         .bind(self.job.n)
         .bind(job_id.to_string())
         .bind(jiff_sqlx::Timestamp::from(due))
         .bind(self.attempt as i32)
+        .bind(StepStatus::Waiting.as_str())
+        .bind(Step::Callback.as_str())
         .fetch_one(&mut *tx)
         .await?;
         let key = format!("{}:wait:{waits}", self.job.idempotency_key(Step::Callback));
@@ -539,7 +541,7 @@ impl Exec<'_> {
                     tx,
                     Step::Callback,
                     self.job,
-                    "ok",
+                    StepStatus::Ok,
                     self.attempt,
                     Some(&output),
                     None,
@@ -614,7 +616,8 @@ impl Exec<'_> {
         attempts: Option<i32>,
     ) -> Result<(), StepError> {
         let step = Step::Callback;
-        super::set_step(tx, step, self.job, "ok", self.attempt, Some(&output), None).await?;
+        let ok = StepStatus::Ok;
+        super::set_step(tx, step, self.job, ok, self.attempt, Some(&output), None).await?;
         self.end_run(tx, status, reason).await?;
         let detail = json!({ "status": status, "reason": reason, "attempts": attempts });
         let (lead, run) = (self.ctx.lead_id, Some(self.ctx.run_id));
@@ -671,12 +674,14 @@ async fn mark_scheduled(
     because: Option<&str>,
 ) -> Result<timeline::Entry, sqlx::Error> {
     sqlx::query(
-        "UPDATE runs SET status = 'scheduled', scheduled_for = $2, schedule_rule = $3, updated_at = now() \
-         WHERE id = $1 AND status IN ('running', 'scheduled', 'calling')",
+        "UPDATE runs SET status = $4, scheduled_for = $2, schedule_rule = $3, updated_at = now() \
+         WHERE id = $1 AND status = ANY($5)",
     )
     .bind(ctx.run_id)
     .bind(jiff_sqlx::Timestamp::from(plan.at))
     .bind(plan.rule.as_str())
+    .bind(RunStatus::Scheduled.as_str())
+    .bind(RunStatus::active_names())
     .execute(&mut *tx)
     .await?;
     let detail = json!({

@@ -14,6 +14,7 @@ use super::speed;
 use super::state::{AttemptRow, Progress, State};
 use crate::db::At;
 use crate::graph::Step;
+use crate::lead::StepStatus;
 use crate::metrics::{Observation, Pending};
 use crate::queue::{self, StepJob};
 use crate::steps::{Engine, LockedStep, RunContext, StepError};
@@ -132,7 +133,7 @@ pub(super) async fn conclude(
     };
     let settled = moved.attempt.state == State::Done;
     let settled_here = settled
-        && step_status == "waiting"
+        && step_status == StepStatus::Waiting
         && !ctx.status.is_terminal()
         && super::settle_waiting(tx, engine, ctx, job, &moved.attempt, pending).await?;
     if settled_here {
