@@ -3,7 +3,7 @@
 //! says it; this module only gathers them for the commands that take several.
 
 pub use crate::db::DbSettings;
+pub use crate::engine::{TelephonyError, TelephonyKind, TelephonySettings};
 pub use crate::metrics::MetricsSettings;
 pub use crate::server::HttpSettings;
-pub use crate::steps::{TelephonyError, TelephonyKind, TelephonySettings};
 pub use crate::worker::WorkerSettings;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::announce::{Announcements, Announcing};
+use crate::engine::Engine;
+use crate::engine::announce::{Announcements, Announcing};
 use crate::intake::Intake;
 use crate::intake::limit::RateLimits;
 use crate::operator::api::AdminToken;
 use crate::server::HttpSettings;
 use crate::server::{self, AppState};
-use crate::steps::Engine;
 use crate::worker::WorkerSettings;
 use crate::worker::Workers;
 

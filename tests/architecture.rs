@@ -26,7 +26,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `src/steps/callback/mod.rs` → `crate::steps::callback`.
+/// `src/steps/callback/mod.rs` → `crate::engine::callback`.
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file
         .strip_prefix(src)
@@ -135,7 +135,7 @@ fn no_module_imports_a_module_that_imports_it_back() {
         .map(|f| (module_of(&src, f), f.clone()))
         .collect();
     let known: BTreeSet<String> = modules.keys().cloned().collect();
-    assert!(known.contains("crate::steps::callback"), "{known:?}");
+    assert!(known.contains("crate::engine::callback"), "{known:?}");
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (module, file) in &modules {
         let text = std::fs::read_to_string(file).expect("readable");

@@ -11,7 +11,7 @@ use common::{Options, TestApp, repo_path, sample};
 use jiff::civil::{Time, Weekday};
 use jiff::{Timestamp, Zoned};
 use leadflow::clock::Clock;
-use leadflow::steps::{CallbackSettings, ProviderConfig};
+use leadflow::engine::{CallbackSettings, ProviderConfig};
 use leadflow::telephony::sim::SimConfig;
 use leadflow::telephony::twilio::TwilioConfig;
 use serde_json::{Value, json};
@@ -997,9 +997,9 @@ async fn callback_end(app: &TestApp, lead: &str) -> (String, String, Option<Time
 
 #[tokio::test]
 async fn statuses_reported_together_are_applied_in_one_transaction() {
-    use leadflow::steps::Engine;
-    use leadflow::steps::callback::outcome::{Applied, OutcomeError};
-    use leadflow::steps::callback::reports;
+    use leadflow::engine::Engine;
+    use leadflow::engine::callback::outcome::{Applied, OutcomeError};
+    use leadflow::engine::callback::reports;
     use leadflow::telephony::CallStatus;
     use leadflow::telephony::sim::{SimReport, events_for};
 

@@ -17,7 +17,7 @@ use common::fake_twilio::{FakeTwilio, Reply};
 use common::process::{Process, size, wait_ok};
 use common::{Options, TestApp, TestDb, free_addr, repo_path, sample, us_phone};
 use futures::StreamExt;
-use leadflow::steps::{CallbackSettings, ProviderConfig};
+use leadflow::engine::{CallbackSettings, ProviderConfig};
 use leadflow::telephony::twilio::TwilioConfig;
 use serde_json::{Value, json};
 

@@ -17,8 +17,8 @@ use common::{Options, TestApp, TestDb, free_addr, repo_path, sample};
 use jiff::Timestamp;
 use leadflow::clock::Clock;
 use leadflow::config::MetricsSettings;
+use leadflow::engine::ProviderConfig;
 use leadflow::metrics::{self, Exposure};
-use leadflow::steps::ProviderConfig;
 use leadflow::telephony::sim::{SimConfig, parse_outcomes};
 use serde_json::Value;
 
@@ -542,7 +542,7 @@ async fn json_logs_name_the_lead_run_and_job_of_every_step() {
         &flows,
         &[
             ("LEADFLOW_LOG_FORMAT", "json"),
-            ("RUST_LOG", "warn,leadflow::steps=debug"),
+            ("RUST_LOG", "warn,leadflow::engine=debug"),
         ],
     );
     worker.healthz().await;

@@ -340,7 +340,7 @@ async fn a_claim_left_by_an_earlier_incarnation_of_this_process_runs_without_the
     let hook = app.hook("rules-form", "rules", true).await;
     let ours = submit(&app, &hook.token, &lead("rules-form", 52, |_| {})).await;
     let theirs = submit(&app, &hook.token, &lead("rules-form", 53, |_| {})).await;
-    let earlier = leadflow::claims::Claims::of_this_process().worker_name(Step::Qualify);
+    let earlier = leadflow::engine::claims::Claims::of_this_process().worker_name(Step::Qualify);
     let elsewhere = "elsewhere-1-0badcafe-qualify";
     claim_qualify_job(&app, &ours, &earlier).await;
     claim_qualify_job(&app, &theirs, elsewhere).await;
@@ -411,7 +411,7 @@ async fn an_intake_only_process_announces_each_lead_once_to_workers_elsewhere() 
     settings.poll_interval_ms = 10_000;
     let mut http = common::http_settings();
     http.listen = common::free_addr();
-    let engine = leadflow::steps::Engine::build(
+    let engine = leadflow::engine::Engine::build(
         app.db.pool.clone(),
         app.workflows.clone(),
         app.config.clone(),
@@ -432,7 +432,7 @@ async fn an_intake_only_process_announces_each_lead_once_to_workers_elsewhere() 
 
     let hook = app.hook("rules-form", "rules", false).await;
     let id = submit(&app, &hook.token, &lead("rules-form", 61, |_| {})).await;
-    let qualify = leadflow::queue::queue_name(Step::Qualify);
+    let qualify = leadflow::engine::queue::queue_name(Step::Qualify);
     let mut announced = 0;
     while let Ok(received) = tokio::time::timeout(Duration::from_millis(700), listener.recv()).await
     {

@@ -48,13 +48,13 @@ async fn old_jobs_and_bodies_are_pruned_by_one_process() {
         .execute(&mut *other)
         .await
         .expect("lock");
-    let skipped = leadflow::retention::prune(&app.db.pool, 30)
+    let skipped = leadflow::engine::retention::prune(&app.db.pool, 30)
         .await
         .expect("prune");
     assert!(!skipped.ran);
     other.rollback().await.expect("release");
 
-    let pruned = leadflow::retention::prune(&app.db.pool, 30)
+    let pruned = leadflow::engine::retention::prune(&app.db.pool, 30)
         .await
         .expect("prune");
     assert!(pruned.ran);

@@ -14,10 +14,10 @@ mod hooks;
 
 use crate::config::{DbSettings, HttpSettings, MetricsSettings, TelephonySettings, WorkerSettings};
 use crate::db::Database;
+use crate::engine::Engine;
 use crate::metrics::Exposure;
 use crate::operator::cli::{self as ops, JobsArgs, LeadsArgs, LogArgs, QueuesArgs};
 use crate::service::{self, Service};
-use crate::steps::Engine;
 use crate::worker::Workers;
 use crate::workflow::Workflows;
 
@@ -157,7 +157,7 @@ fn load_workflows(dir: &Path) -> Result<Arc<Workflows>> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
-    crate::retention::schedule(&args.worker.retention_cron)?;
+    crate::engine::retention::schedule(&args.worker.retention_cron)?;
     let engine_config = args.telephony.engine_config(args.http.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;
@@ -186,7 +186,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 async fn worker(args: WorkerArgs) -> Result<()> {
     let workflows = load_workflows(&args.worker.workflows_dir)?;
-    crate::retention::schedule(&args.worker.retention_cron)?;
+    crate::engine::retention::schedule(&args.worker.retention_cron)?;
     let engine_config = args.telephony.engine_config(args.listen)?;
     let db = open(&args.db).await?;
     db.migrate().await?;

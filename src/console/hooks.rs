@@ -15,11 +15,11 @@ use sqlx::PgPool;
 use super::done;
 use super::layout::{self, at, button, csrf};
 use super::session::Session;
+use crate::engine::Engine;
 use crate::hooks;
 use crate::operator::OperatorError;
 use crate::operator::hooks::{self as hook_view, grace};
 use crate::operator::page::PageRequest;
-use crate::steps::Engine;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

@@ -12,13 +12,13 @@ use uuid::Uuid;
 use super::done;
 use super::layout::{self, at, button, csrf, opt, status};
 use super::session::Session;
+use crate::engine::Engine;
 use crate::graph::Step;
 use crate::lead::RunStatus;
 use crate::operator::lead_list::{self, LeadFilter};
 use crate::operator::leads::{self as lead_view, LeadView};
 use crate::operator::page::PageRequest;
 use crate::operator::{self as op, OperatorError, REPLAYABLE};
-use crate::steps::Engine;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

@@ -20,10 +20,10 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
 use super::markup;
+use crate::engine::Engine;
 use crate::hooks::token_hash;
 use crate::operator::Actor;
 use crate::operator::api::AdminToken;
-use crate::steps::Engine;
 
 const SESSION_COOKIE: &str = "lf_session";
 const LOGIN_COOKIE: &str = "lf_login";

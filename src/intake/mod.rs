@@ -25,11 +25,11 @@ use poem::web::Data;
 use poem::{Body, IntoResponse, Request, Response, handler};
 use sqlx::PgPool;
 
-use crate::announce::Announcements;
+use crate::engine::Handoff;
+use crate::engine::announce::Announcements;
 use crate::hooks::{self, Hook};
 use crate::metrics;
 use crate::reply::ApiError;
-use crate::steps::Handoff;
 use crate::validate::{self, Policy};
 use crate::workflow::Workflows;
 pub use request::RequestMeta;

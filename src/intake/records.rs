@@ -10,14 +10,14 @@ use uuid::Uuid;
 
 use super::submitted::{LogEntry, StoreError, Submitted};
 use super::tokens::{self, Stamp};
-use crate::announce::{self, Announcements};
 use crate::db::Query;
+use crate::engine::announce::{self, Announcements};
+use crate::engine::queue::{self, NewJob, Started, StepJob};
+use crate::engine::{self, Executions, Handoff, NewRow, StepError};
 use crate::graph::Step;
 use crate::lead::RunStatus;
 use crate::metrics::{self, LeadOutcome, Observation};
-use crate::queue::{self, NewJob, Started, StepJob};
 use crate::reply::{self, ApiError};
-use crate::steps::{self, Executions, Handoff, NewRow, StepError};
 use crate::timeline;
 use crate::validate::{Rejection, ValidLead};
 
@@ -108,7 +108,7 @@ impl Rows {
         let worker = handoff.and_then(Handoff::worker);
         let started = worker.clone().map(Started::ClaimedBy);
         let next = match verdict {
-            Ok(_) => steps::new_executions(Step::first_on_workers(), &[first], started.as_ref()),
+            Ok(_) => engine::new_executions(Step::first_on_workers(), &[first], started.as_ref()),
             Err(_) => Vec::new(),
         };
         let ids = (lead_id, run_id);
@@ -217,7 +217,7 @@ fn records_query(
          jobs AS (",
         queue::insert_jobs_sql!(),
         " WHERE (SELECT ok FROM gate)), next AS (",
-        steps::insert_step_rows_sql!(),
+        engine::insert_step_rows_sql!(),
         " WHERE (SELECT ok FROM gate)), \
          lead AS ( \
            INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \

@@ -4,10 +4,10 @@
 
 use super::RequestMeta;
 use super::tokens::Stamp;
+use crate::engine;
 use crate::hooks::Hook;
 use crate::lead::Submission;
 use crate::reply::ApiError;
-use crate::steps;
 use crate::validate::{Rejection, ValidLead};
 
 /// A parsed, authenticated submission with its validation verdict.
@@ -73,7 +73,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("enqueueing the first step: {0}")]
-    Enqueue(#[from] steps::StepError),
+    Enqueue(#[from] engine::StepError),
     #[error("committing the lead: {0}")]
     Commit(#[from] tokio::task::JoinError),
     /// The remembered hook changed since; the request is decided again from the database.

@@ -32,9 +32,9 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use metrics_util::MetricKindMask;
 use sqlx::PgPool;
 
+use crate::engine::queue;
 use crate::graph::Step;
 use crate::lead::RunStatus;
-use crate::queue;
 
 pub use exposure::{Exposure, ExposureError};
 pub use http::endpoint;

@@ -9,7 +9,7 @@ use metrics::gauge;
 use sqlx::PgConnection;
 
 use super::{QUEUE_JOBS, QUEUE_OLDEST_PENDING_AGE, QUEUE_STATES, SCHEDULED_CALLBACKS};
-use crate::queue;
+use crate::engine::queue;
 
 #[derive(Debug, Default, sqlx::FromRow)]
 struct QueueRow {

@@ -1,8 +1,8 @@
 //! What an operator query or action can answer besides its result. Each view maps these to
 //! its own form: an HTTP status, a CLI error line, a console notice.
 
+use crate::engine::StepError;
 use crate::hooks::HookError;
-use crate::steps::StepError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -33,8 +33,8 @@ impl From<HookError> for OperatorError {
     }
 }
 
-impl From<crate::queue::QueueError> for OperatorError {
-    fn from(e: crate::queue::QueueError) -> OperatorError {
+impl From<crate::engine::queue::QueueError> for OperatorError {
+    fn from(e: crate::engine::queue::QueueError) -> OperatorError {
         OperatorError::Step(StepError::Queue(e))
     }
 }

@@ -12,8 +12,8 @@ use super::page::{Page, PageRequest};
 use super::queues;
 use super::state::{JobState, STATE_SQL};
 use crate::db::At;
+use crate::engine::queue::queue_name;
 use crate::graph::Step;
-use crate::queue::queue_name;
 
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {

@@ -9,8 +9,8 @@ use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use super::state::{JobState, STATE_SQL};
 use crate::db::At;
+use crate::engine::queue::{WORKER_STEPS, queue_name};
 use crate::graph::Step;
-use crate::queue::{WORKER_STEPS, queue_name};
 
 /// The names of leadflow's queues, as `apalis.jobs.job_type` holds them.
 pub fn all_names() -> Vec<&'static str> {

@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
+use crate::engine;
+use crate::engine::queue::StepJob;
 use crate::graph::Step;
 use crate::intake::records;
 use crate::lead::{RunStatus, StepStatus, Submission};
-use crate::queue::StepJob;
-use crate::steps;
 use crate::timeline;
 use crate::validate::{self, Policy, ValidLead};
 use crate::workflow::{Workflow, Workflows};
@@ -182,7 +182,7 @@ impl NewRun<'_> {
             run_id: self.id,
             n: 1,
         };
-        steps::enqueue(tx, step, job, None, self.workflow.retry.max_attempts).await?;
+        engine::enqueue(tx, step, job, None, self.workflow.retry.max_attempts).await?;
         Ok(())
     }
 

@@ -15,9 +15,9 @@ use super::action::{ActionResult, Outcome, run_of_job};
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use super::queues;
+use crate::engine::queue::{self, queue_name};
 use crate::graph::Step;
 use crate::lead::{RunStatus, StepStatus};
-use crate::queue::{self, queue_name};
 use crate::timeline;
 
 #[derive(sqlx::FromRow)]

@@ -11,11 +11,11 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler, p
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::engine::Engine;
+use crate::engine::callback::webhook;
 use crate::intake::{self, Intake};
 use crate::operator::api::{self as operator_api, AdminToken};
 use crate::reply::{self, ApiError};
-use crate::steps::Engine;
-use crate::steps::callback::webhook;
 
 mod document;
 mod settings;

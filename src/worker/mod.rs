@@ -5,7 +5,7 @@
 //! database restarts), so each queue runs under a supervisor loop that starts a fresh worker,
 //! under a fresh name, after a growing pause. A fresh name matters: a worker that comes back
 //! under an old name would never have its orphaned jobs rescued. The replaced worker's claims
-//! are handed back at once ([`crate::claims`]), not after the rescue timeout.
+//! are handed back at once ([`crate::engine::claims`]), not after the rescue timeout.
 
 mod settings;
 
@@ -19,12 +19,12 @@ use apalis_postgres::{Config, PostgresStorage};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::engine::pause::PauseBoard;
+use crate::engine::queue::{self, StepJob};
+use crate::engine::retention;
+use crate::engine::wakeup::{Announcer, Gated, Signal, Wakeup};
+use crate::engine::{Engine, Fusion, Group, Handoff};
 use crate::graph::{Kind, Step};
-use crate::pause::PauseBoard;
-use crate::queue::{self, StepJob};
-use crate::retention;
-use crate::steps::{Engine, Fusion, Group, Handoff};
-use crate::wakeup::{Announcer, Gated, Signal, Wakeup};
 pub use settings::WorkerSettings;
 
 /// A running set of workers. Dropping it does not stop them; call [`Workers::shutdown`].

@@ -43,7 +43,7 @@ impl IntakeShape {
     /// blocklist lookup and the rows `intake::store::submit` writes, one `INSERT` per table
     /// (leadflow writes them in one statement). The job goes to a queue no worker reads,
     /// unannounced, as leadflow's (whose announcement, after the commit, is not part of the
-    /// transaction: see `leadflow::announce`).
+    /// transaction: see `leadflow::engine::announce`).
     fn script(&self, hook_id: i64) -> String {
         // pgbench reads `:name` as a variable even inside a string, so colons are spliced in.
         let lit = |s: &str| {
@@ -71,7 +71,7 @@ impl IntakeShape {
                  WHERE (kind = 'phone' AND value = '+1' || :r::text) \
                  OR (kind = 'email' AND value = lower('john.doe@example.com')) \
                  ORDER BY kind DESC LIMIT 1);",
-                leadflow::announce::AFTER_COMMIT
+                leadflow::engine::announce::AFTER_COMMIT
             ),
             format!(
                 "INSERT INTO leads (id, hook_id, workflow, accepted, submission, name, phone_e164, \

@@ -11,10 +11,10 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use super::{answer, error, ok, optional_json, page, success};
+use crate::engine::Engine;
 use crate::hooks;
 use crate::operator::error::OperatorError;
 use crate::operator::hooks as hook_view;
-use crate::steps::Engine;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

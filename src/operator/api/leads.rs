@@ -8,10 +8,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{actor, error, given, ok, optional_json, page, success};
+use crate::engine::Engine;
 use crate::operator::error::OperatorError;
 use crate::operator::lead_list::{self, LeadFilter};
 use crate::operator::{self as op, leads as lead_view};
-use crate::steps::Engine;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {

@@ -135,7 +135,7 @@ async fn send(pool: &PgPool, due: &HashMap<&'static str, String>) -> Result<(), 
     let (queues, ids): (Vec<&str>, Vec<&str>) = due.iter().map(|(q, id)| (*q, id.as_str())).unzip();
     sqlx::query(concat!(
         "SELECT set_config('synchronous_commit', 'off', true), ",
-        crate::queue::notify_sql!("u.queue", "u.id"),
+        crate::engine::queue::notify_sql!("u.queue", "u.id"),
         " FROM UNNEST($1::text[], $2::text[]) AS u(queue, id)"
     ))
     .bind(queues)

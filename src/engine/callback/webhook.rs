@@ -16,8 +16,8 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::outcome::{self, OutcomeError};
+use crate::engine::Engine;
 use crate::reply::ApiError;
-use crate::steps::Engine;
 use crate::telephony::twilio;
 use crate::workflow::Ring;
 

@@ -19,11 +19,11 @@ use tokio::task::JoinSet;
 
 use super::callback::{self, Prepared};
 use super::{Engine, Group};
-use crate::claims::Executing;
 use crate::db;
+use crate::engine::claims::Executing;
+use crate::engine::pause::PauseBoard;
+use crate::engine::queue::{self, ClaimedDone, StepJob};
 use crate::graph::Step;
-use crate::pause::PauseBoard;
-use crate::queue::{self, ClaimedDone, StepJob};
 
 /// An execution claimed for this process's worker of its queue, to run once the transaction
 /// that created it has committed.
@@ -177,7 +177,7 @@ async fn run_claimed(engine: &Engine, group: &Group, claimed: Claimed) -> Option
 /// Acknowledges executed claimed jobs, all those waiting in one statement, as apalis
 /// acknowledges a worker's jobs. A statement the database refuses is retried through a
 /// restart: until it lands the jobs stay claimed, and are handed back once their worker is
-/// replaced ([`crate::claims`]).
+/// replaced ([`crate::engine::claims`]).
 async fn acknowledge(engine: Arc<Engine>, mut receiver: mpsc::UnboundedReceiver<ClaimedDone>) {
     while let Some(first) = receiver.recv().await {
         let mut done = vec![first];

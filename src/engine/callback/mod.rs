@@ -37,10 +37,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Engine, LockedStep, RunContext, StepError, Writes};
+use crate::engine::queue::{self, StepJob};
 use crate::graph::Step;
 use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::{Observation, Pending};
-use crate::queue::{self, StepJob};
 use crate::timeline;
 use crate::workflow::{Team, Workflow};
 pub(crate) use attempt::Answer;

@@ -15,9 +15,9 @@ use super::policy::Outcome;
 use super::state::{AttemptRow, Progress, State};
 use super::{Exec, speed, webhook};
 use crate::db::At;
+use crate::engine::queue::StepJob;
+use crate::engine::{LockedStep, RunContext, StepError};
 use crate::graph::Step;
-use crate::queue::StepJob;
-use crate::steps::{LockedStep, RunContext, StepError};
 use crate::telephony::{CallRequest, PlaceError, Placed};
 use crate::timeline;
 

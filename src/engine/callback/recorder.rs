@@ -11,11 +11,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Answer, Attempts};
+use crate::engine::batch::{spawn_runners, split_repeats};
+use crate::engine::queue::{ClaimedDone, StepJob};
+use crate::engine::{Engine, RunContext, StepError};
 use crate::graph::Step;
 use crate::metrics::Pending;
-use crate::queue::{ClaimedDone, StepJob};
-use crate::steps::batch::{spawn_runners, split_repeats};
-use crate::steps::{Engine, RunContext, StepError};
 
 /// Group commit for the providers' answers: callback executions whose calls were answered at
 /// the same time record them in one transaction, with the locks taken as the status path
@@ -117,7 +117,7 @@ async fn record_group(
     let attempts = Attempts::load(&mut tx, &jobs).await?;
     for item in items {
         let row = locked.remove(&(item.job.run_id, item.job.n));
-        let span = crate::steps::span(Step::Callback, item.job, &item.job_id, item.attempt);
+        let span = crate::engine::span(Step::Callback, item.job, &item.job_id, item.attempt);
         span.record("lead_id", tracing::field::display(item.ctx.lead_id));
         super::record_answer(
             &mut tx,
@@ -137,7 +137,7 @@ async fn record_group(
         .iter()
         .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
         .collect();
-    crate::queue::finish_claimed(&mut *tx, &acks).await?;
+    crate::engine::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
     Ok(())
 }

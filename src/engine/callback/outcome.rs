@@ -13,11 +13,11 @@ use super::machine;
 use super::speed;
 use super::state::{AttemptRow, Progress, State};
 use crate::db::At;
+use crate::engine::queue::{self, StepJob};
+use crate::engine::{Engine, LockedStep, RunContext, StepError};
 use crate::graph::Step;
 use crate::lead::StepStatus;
 use crate::metrics::{Observation, Pending};
-use crate::queue::{self, StepJob};
-use crate::steps::{Engine, LockedStep, RunContext, StepError};
 use crate::telephony::StatusEvent;
 use crate::timeline;
 

@@ -17,8 +17,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
 use super::outcome::{self, Applied, OutcomeError, Statuses};
+use crate::engine::{Engine, RunContext};
 use crate::metrics::Pending;
-use crate::steps::{Engine, RunContext};
 use crate::telephony::sim::SimReport;
 
 /// Reports applied in one transaction at most.

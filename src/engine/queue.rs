@@ -1,7 +1,7 @@
 //! The job queues on `apalis.jobs`: one named queue per worker step, and transactional
 //! enqueue. apalis 1.0 names a queue after a Rust type path by default (see DESIGN.md), so
 //! every queue is named here explicitly. How idle workers learn of new jobs is
-//! [`crate::wakeup`].
+//! [`crate::engine::wakeup`].
 
 use apalis::prelude::{TaskBuilder, TaskId};
 use apalis_postgres::PgTask;
@@ -255,7 +255,7 @@ impl<'a> JobColumns<'a> {
 
 /// The `INSERT` of [`JobColumns`] (`$1`–`$9`), to be a caller's statement or a part of it.
 /// apalis's insert trigger announces the queued ones, unless the transaction announces them
-/// itself after its commit ([`crate::announce`]).
+/// itself after its commit ([`crate::engine::announce`]).
 macro_rules! insert_jobs_sql {
     () => {
         "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, \

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::attempt;
 use super::state::AttemptRow;
-use crate::queue::StepJob;
-use crate::steps::{Engine, RunContext};
+use crate::engine::queue::StepJob;
+use crate::engine::{Engine, RunContext};
 
 pub(crate) struct Lookups {
     attempts: Attempts,

@@ -1,4 +1,7 @@
-//! The lead graph's worker steps and the one runner they share.
+//! The engine: it runs the steps of the graph ([`crate::graph`]) on the queues. Its queue
+//! machinery is here ([`queue`], [`announce`], [`wakeup`], [`claims`], [`pause`],
+//! [`retention`]), with its policies (group commit, [`Group`]; fusion, `fused.rs`; hand-off
+//! and eager runs, [`Handoff`]) and the effect step ([`callback`]).
 //!
 //! A step job is executed in one transaction: lock the step row, skip it if a previous
 //! delivery already applied it (apalis may deliver a job again after a crash), decide, then
@@ -7,12 +10,13 @@
 //! attempt time, which is also written to the job's `run_at`: retries survive restarts.
 //! Executions of a step that are ready together share that transaction ([`Group`]).
 
+pub mod announce;
 mod batch;
 pub mod callback;
+pub mod claims;
 mod context;
 mod decide;
 mod eager;
-mod engine;
 #[cfg(feature = "testing")]
 pub mod faults;
 #[cfg(not(feature = "testing"))]
@@ -20,8 +24,13 @@ pub mod faults;
 pub mod faults;
 mod fused;
 mod group;
+pub mod pause;
+pub mod queue;
 mod reads;
+mod resources;
+pub mod retention;
 mod settings;
+pub mod wakeup;
 mod writes;
 
 use std::time::Instant;
@@ -34,13 +43,13 @@ use uuid::Uuid;
 use crate::graph::{Kind, Step};
 use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::{self, Observation, StepOutcome};
-use crate::queue::{self, NewJob, QueueError, StepJob};
 use crate::timeline;
 pub use context::{LockedStep, RunContext};
 pub use eager::Handoff;
-pub use engine::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 pub use fused::Fusion;
 pub use group::Group;
+use queue::{NewJob, QueueError, StepJob};
+pub use resources::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 pub use settings::{TelephonyError, TelephonyKind, TelephonySettings};
 use writes::Writes;
 pub(crate) use writes::{Executions, NewRow, insert_step_rows_sql};

@@ -16,9 +16,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Engine, RunContext, StepError, Transition, Writes, callback, reads};
+use crate::engine::queue::StepJob;
 use crate::graph::{Decision, Kind, Step, Verdict, View};
 use crate::lead::RunStatus;
-use crate::queue::StepJob;
 
 /// An execution to decide: a queued one (its job, its delivery count and its job id) or one
 /// run in its predecessor's transaction (its job id, chosen by [`Writes`]).

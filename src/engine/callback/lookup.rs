@@ -20,8 +20,8 @@ use super::machine::{self, Event, Timing, Write};
 use super::matching::{CLOCK_SKEW, Found, Wanted, choose};
 use super::state::AttemptRow;
 use super::{Exec, outcome, speed};
+use crate::engine::StepError;
 use crate::metrics::Observation;
-use crate::steps::StepError;
 use crate::telephony::ListedCall;
 use crate::timeline;
 

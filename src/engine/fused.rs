@@ -32,10 +32,10 @@ use uuid::Uuid;
 use super::callback::Prepared;
 use super::eager::{Claimed, Eager};
 use super::{Engine, Group, RunContext, StepError, Writes, callback, decide};
+use crate::engine::pause::PauseBoard;
+use crate::engine::queue::{self, StepJob};
 use crate::graph::{GRAPH, Kind, Step};
 use crate::metrics::{Observation, Pending};
-use crate::pause::PauseBoard;
-use crate::queue::{self, StepJob};
 
 /// What qualify's group needs to route its leads and claim their callbacks: the process's
 /// pause board and the runner of claimed callbacks. Cheap to clone.

@@ -9,10 +9,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{RunContext, StepError, Transition};
+use crate::engine::queue::{self, NewJob, StepJob};
 use crate::graph::Step;
 use crate::lead::{RunStatus, StepStatus};
 use crate::metrics::Observation;
-use crate::queue::{self, NewJob, StepJob};
 use crate::timeline;
 
 /// The writes of the transitions added so far: of executions of one step, and of the next

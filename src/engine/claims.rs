@@ -228,7 +228,7 @@ async fn release(
         let queues: Vec<&str> = released.iter().map(|(_, q, _)| q.as_str()).collect();
         sqlx::query(concat!(
             "SELECT ",
-            crate::queue::notify_sql!("u.queue", "u.id"),
+            crate::engine::queue::notify_sql!("u.queue", "u.id"),
             " FROM UNNEST($1::text[], $2::text[]) AS u(id, queue)"
         ))
         .bind(&ids)

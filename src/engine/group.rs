@@ -26,9 +26,9 @@ use uuid::Uuid;
 use super::batch::{spawn_runners, split_repeats};
 use super::callback::{self, Call, Prepared};
 use super::{Engine, RunContext, StepError, Writes, decide, eager, fused};
+use crate::engine::queue::{ClaimedDone, StepJob};
 use crate::graph::{Kind, Step};
 use crate::metrics::Pending;
-use crate::queue::{ClaimedDone, StepJob};
 
 /// The entry to one step's group commit. Cheap to clone; its runners end once every clone is
 /// dropped.
@@ -356,7 +356,7 @@ async fn execute(
         pending.push(ended);
     }
     let claimed = match plan.as_ref().and_then(fused::Plan::claims) {
-        Some((_, crate::queue::Started::ClaimedBy(worker))) => {
+        Some((_, crate::engine::queue::Started::ClaimedBy(worker))) => {
             let here = flushed.here;
             let read = first_plans;
             fused::claim_callbacks(&mut tx, engine, here, &contexts, &worker, read, pending).await?
@@ -372,7 +372,7 @@ async fn execute(
         .filter(|i| outcome.completes(i))
         .filter_map(|i| ClaimedDone::succeeded(&i.job_id, i.claimed_by.as_deref()))
         .collect();
-    crate::queue::finish_claimed(&mut *tx, &acks).await?;
+    crate::engine::queue::finish_claimed(&mut *tx, &acks).await?;
     tx.commit().await?;
     outcome.claimed = claimed.into_iter().map(|c| (c.job.run_id, c)).collect();
     Ok(outcome)

@@ -4,8 +4,8 @@
 
 use jiff::Timestamp;
 
+use crate::engine::RunContext;
 use crate::metrics::Observation;
-use crate::steps::RunContext;
 
 /// The observation for attempt 1 of the run of `ctx`, placed at `placed_at` (real time).
 ///

@@ -131,7 +131,7 @@ fn plus(at: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl Timing {
-    pub fn of(settings: &crate::steps::CallbackSettings) -> Timing {
+    pub fn of(settings: &crate::engine::CallbackSettings) -> Timing {
         Timing {
             unknown_window: settings.unknown_window,
             reconcile_after: settings.reconcile_after,
