@@ -52,7 +52,7 @@ use queue::{NewJob, QueueError, StepJob};
 pub use resources::{CallbackSettings, Engine, EngineConfig, EngineError, ProviderConfig};
 pub use settings::{TelephonyError, TelephonyKind, TelephonySettings};
 use writes::Writes;
-pub(crate) use writes::{Executions, NewRow, insert_step_rows_sql};
+pub(crate) use writes::{Executions, NewRow, insert_step_rows_sql, run_ended};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {

@@ -473,10 +473,37 @@ pub(crate) async fn move_runs(
         .filter_map(|(before, after, workflow)| {
             let before = before.parse::<RunStatus>().ok()?;
             let after = after.parse::<RunStatus>().ok()?;
-            (!before.is_terminal() && after.is_terminal()).then_some(Observation::RunFinished {
-                workflow,
-                status: after,
-            })
+            run_ended(before, after, workflow)
         })
         .collect())
+}
+
+/// Whether a run moving from `before` to `after` has just ended, to be counted
+/// (`leadflow_runs_finished_total`) once its transaction commits: the one rule for counting a
+/// run's end, so that a run is counted once, when it leaves the active statuses (a failed run
+/// an operator then cancels is not counted again).
+pub(crate) fn run_ended(
+    before: RunStatus,
+    after: RunStatus,
+    workflow: String,
+) -> Option<Observation> {
+    (!before.is_terminal() && after.is_terminal()).then_some(Observation::RunFinished {
+        workflow,
+        status: after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_counted_when_it_leaves_the_active_statuses_and_never_again() {
+        let ended = |a: RunStatus, b: RunStatus| run_ended(a, b, "default".to_owned()).is_some();
+        assert!(ended(RunStatus::Running, RunStatus::Cancelled));
+        assert!(ended(RunStatus::Calling, RunStatus::Called));
+        assert!(!ended(RunStatus::Running, RunStatus::Scheduled));
+        assert!(!ended(RunStatus::Failed, RunStatus::Cancelled));
+        assert!(!ended(RunStatus::Called, RunStatus::Called));
+    }
 }

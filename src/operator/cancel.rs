@@ -17,11 +17,14 @@ use super::action::{ActionResult, Outcome, run_of_job};
 use super::actor::Actor;
 use super::error::{OperatorError, Result};
 use crate::lead::{RunStatus, StepStatus};
-use crate::metrics::{Observation, Pending};
+use crate::metrics::Pending;
 use crate::timeline;
 
-/// Run statuses a cancel may end: active ones, and `failed` (discarding its dead letter).
-const CANCELLABLE: [&str; 4] = ["running", "scheduled", "calling", "failed"];
+/// Whether a cancel may end a run in `status`: an active one, or a `failed` one (discarding its
+/// dead letter).
+fn cancellable(status: RunStatus) -> bool {
+    !status.is_terminal() || status == RunStatus::Failed
+}
 
 pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionResult> {
     let mut tx = pool.begin().await?;
@@ -34,17 +37,17 @@ pub async fn cancel(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<Action
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| OperatorError::NotFound(format!("No run for job {job_id}")))?;
-    let (outcome, message, detail) = if status == "cancelled" {
+    let previous = status.parse::<RunStatus>().ok();
+    let (outcome, message, detail) = if previous == Some(RunStatus::Cancelled) {
         // Recorded all the same: the timeline answers "who asked for what, when".
         let detail = json!({ "job_id": job_id, "result": Outcome::Unchanged });
         let message = format!("Run {run_id} is already cancelled");
         (Outcome::Unchanged, message, detail)
-    } else if CANCELLABLE.contains(&status.as_str()) {
+    } else if let Some(before) = previous.filter(|s| cancellable(*s)) {
         let (workflow, killed) = end_run(&mut tx, run_id, actor).await?;
-        finished.push(Observation::RunFinished {
-            workflow,
-            status: RunStatus::Cancelled,
-        });
+        if let Some(ended) = crate::engine::run_ended(before, RunStatus::Cancelled, workflow) {
+            finished.push(ended);
+        }
         let message = format!(
             "Run {run_id} is cancelled ({} waiting job{} killed)",
             killed.len(),
