@@ -28,6 +28,28 @@ struct Locked {
     status: String,
 }
 
+/// What a retry does to a job, given apalis's status of the job, whether its attempts are
+/// spent, and its step's and run's statuses (`None`: a status this version does not know).
+#[derive(Debug, PartialEq, Eq)]
+enum Retry {
+    /// The job waits or runs already: nothing to do.
+    AlreadyQueued,
+    /// The job waits out a backoff: it runs now instead.
+    BringForward,
+    /// The job is dead and its run failed: fresh attempts, the step and run reopened.
+    Reset,
+    Refused,
+}
+
+fn choose(job: &str, exhausted: bool, step: Option<StepStatus>, run: Option<RunStatus>) -> Retry {
+    match (job, step, run) {
+        ("Pending" | "Queued" | "Running", _, _) => Retry::AlreadyQueued,
+        ("Failed", Some(StepStatus::Retrying), _) if !exhausted => Retry::BringForward,
+        ("Failed", Some(StepStatus::Failed), Some(RunStatus::Failed)) => Retry::Reset,
+        _ => Retry::Refused,
+    }
+}
+
 pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionResult> {
     let mut tx = pool.begin().await?;
     let step: Option<Locked> =
@@ -64,23 +86,21 @@ pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionR
         .name
         .parse()
         .map_err(|e| OperatorError::Conflict(format!("job {job_id}: {e}")))?;
-    let done = match (
-        job_status.as_str(),
-        step.status.as_str(),
-        run_status.as_str(),
-    ) {
-        ("Pending" | "Queued" | "Running", _, _) => result(
+    let step_status = step.status.parse::<StepStatus>().ok();
+    let run_now = run_status.parse::<RunStatus>().ok();
+    let done = match choose(&job_status, exhausted, step_status, run_now) {
+        Retry::AlreadyQueued => result(
             Outcome::Unchanged,
             format!("Job {job_id} is already queued or running"),
         ),
-        ("Failed", "retrying", _) if !exhausted => {
+        Retry::BringForward => {
             bring_forward(&mut tx, job_id, &step).await?;
             result(
                 Outcome::BroughtForward,
                 format!("Job {job_id} will run now instead of after its backoff"),
             )
         }
-        ("Failed", "failed", "failed") => {
+        Retry::Reset => {
             reset(&mut tx, job_id, &step).await?;
             result(
                 Outcome::Retried,
@@ -90,12 +110,14 @@ pub async fn retry(pool: &PgPool, job_id: &str, actor: &Actor) -> Result<ActionR
                 ),
             )
         }
-        _ => {
+        Retry::Refused => {
+            let ended =
+                run_now.is_some_and(|r| r == RunStatus::Failed || r == RunStatus::Cancelled);
             return Err(OperatorError::Conflict(format!(
                 "Job {job_id} cannot be retried: the job is {job_status}, its {} step {} and its run {run_status}{}",
                 step.name,
                 step.status,
-                if run_status == "failed" || run_status == "cancelled" {
+                if ended {
                     " (replay the lead to run it again)"
                 } else {
                     ""
@@ -250,5 +272,37 @@ fn queue_filter(queue: Option<Step>) -> Vec<&'static str> {
     match queue {
         Some(step) => vec![queue_name(step)],
         None => queues::all_names(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_brings_a_backoff_forward_reopens_a_dead_run_and_refuses_the_rest() {
+        let (retrying, failed, ok) = (
+            Some(StepStatus::Retrying),
+            Some(StepStatus::Failed),
+            Some(StepStatus::Ok),
+        );
+        let (running, dead, cancelled) = (
+            Some(RunStatus::Running),
+            Some(RunStatus::Failed),
+            Some(RunStatus::Cancelled),
+        );
+        assert_eq!(
+            choose("Queued", false, retrying, running),
+            Retry::AlreadyQueued
+        );
+        assert_eq!(
+            choose("Failed", false, retrying, running),
+            Retry::BringForward
+        );
+        assert_eq!(choose("Failed", true, retrying, running), Retry::Refused);
+        assert_eq!(choose("Failed", true, failed, dead), Retry::Reset);
+        assert_eq!(choose("Failed", true, failed, cancelled), Retry::Refused);
+        assert_eq!(choose("Done", false, ok, running), Retry::Refused);
+        assert_eq!(choose("Failed", true, None, dead), Retry::Refused);
     }
 }
