@@ -289,13 +289,7 @@ impl fmt::Display for StepStatus {
 impl FromStr for StepStatus {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        StepStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "step status",
-                value: s.to_owned(),
-            })
+        UnknownName::find(&StepStatus::ALL, StepStatus::as_str, "step status", s)
     }
 }
 
@@ -312,16 +306,29 @@ pub struct UnknownName {
     pub value: String,
 }
 
+impl UnknownName {
+    /// The value among `all` whose stored name (`name`) is `s`; else the error, naming the
+    /// `kind` of name looked for.
+    fn find<T: Copy>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+        kind: &'static str,
+        s: &str,
+    ) -> Result<T, UnknownName> {
+        all.iter()
+            .copied()
+            .find(|v| name(*v) == s)
+            .ok_or_else(|| UnknownName {
+                kind,
+                value: s.to_owned(),
+            })
+    }
+}
+
 impl FromStr for RunStatus {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "run status",
-                value: s.to_owned(),
-            })
+        UnknownName::find(&RunStatus::ALL, RunStatus::as_str, "run status", s)
     }
 }
 

@@ -85,6 +85,8 @@ fn adding_a_step_touches_the_graph_and_the_steps_file_and_leads_run_through_it()
             "--test",
             "pipeline",
             "every_step_of_the_graph",
+            "--",
+            "--nocapture",
         ])
         .env("CARGO_TARGET_DIR", &target)
         .current_dir(&copy)
@@ -101,4 +103,9 @@ fn adding_a_step_touches_the_graph_and_the_steps_file_and_leads_run_through_it()
     assert!(restored.success(), "this crate's binary linked back");
     assert!(pipeline.status.success(), "pipeline with enrich:\n{text}");
     assert!(text.contains("1 passed"), "{text}");
+    // The leads went through the added step: it is in the graph the pipeline test walked.
+    assert!(
+        text.contains("graph steps checked: validate → qualify → enrich → route → callback"),
+        "{text}"
+    );
 }

@@ -732,6 +732,9 @@ async fn every_step_of_the_graph_runs_and_later_database_steps_share_the_first_o
             .await;
     }
     let first = Step::first_on_workers();
+    // Read by tests/adding_a_step.rs, which checks that a step it adds is among these.
+    let names: Vec<&str> = GRAPH.iter().map(|n| n.name).collect();
+    println!("graph steps checked: {}", names.join(" → "));
     for id in &ids {
         for node in &GRAPH {
             let settled: Vec<String> = sqlx::query_scalar(
